@@ -1,0 +1,62 @@
+import json
+import time
+
+import torch
+
+from tests.conftest import compose_config
+from yoloq.engine.pipeline import train
+from yoloq.eval.coco_eval import finite
+from yoloq.quant import QuantConv2d
+
+
+def test_tiny_end_to_end_run_and_fp_cache(tiny_cfg, tmp_path, capsys):
+    start = time.time()
+    cfg = tiny_cfg("bits=3")
+    results = train(cfg)
+    first = time.time() - start
+    assert first < 120, f"the tiny end-to-end run took {first:.0f}s"
+
+    run = tmp_path / "run"
+    rows = json.loads((run / "results.json").read_text())
+    assert [r["stage"] for r in rows] == ["fp", "qat"]
+    assert rows[1]["bits"] == "W3A3" and rows[1]["method"] == "lsq"
+    for r in rows:
+        assert set(r["metrics"]) >= {"mAP50-95", "mAP50", "AR100"} and r["wall_time_s"] > 0
+    assert (run / "config.yaml").is_file() and (run / "train.log").is_file()
+    table = capsys.readouterr().out
+    assert "stage" in table and "W3A3" in table and "FP32" in table
+
+    qat = torch.load(run / "qat.pt", weights_only=False)
+    assert any(k.endswith("weight_quantizer.scale") for k in qat["model"])
+    fp_ckpt = results[0].checkpoint
+
+    # a second run with other bits starts from the identical cached FP model
+    again = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run2'}"))
+    assert again[0].cached and again[0].checkpoint == fp_ckpt
+    assert finite(again[0].metrics) == finite(results[0].metrics)
+    assert again[1].bits == "W4A4"
+
+
+def test_bits_apart_and_first_last_rule():
+    cfg = compose_config(["w_bits=4", "a_bits=8"])
+    assert (cfg.quant.w_bits, cfg.quant.a_bits) == (4, 8)
+    cfg = compose_config(["bits=3"])
+    assert (cfg.quant.w_bits, cfg.quant.a_bits, cfg.quant.first_last_bits) == (3, 3, 8)
+
+
+def test_quantized_layers_and_bits(tiny_cfg):
+    from yoloq.config import quant_config
+    from yoloq.models.build import build_model, high_precision_layers
+    from yoloq.quant import quantize_model
+
+    cfg = tiny_cfg("bits=3")
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    quantize_model(model, quant_config(cfg), [torch.rand(2, 3, 64, 64)], high_precision_layers(model))
+    q = {n: m for n, m in model.named_modules() if isinstance(m, QuantConv2d)}
+    plain = [n for n, m in model.named_modules() if type(m) is torch.nn.Conv2d]
+    assert plain == ["model.24.dfl.conv"]  # ultralytics' fixed DFL projection stays float
+    assert len(q) == n_conv - 1
+    eight = {n for n, m in q.items() if (m.w_bits, m.a_bits) == (8, 8)}
+    assert eight == set(high_precision_layers(model))
+    assert all((m.w_bits, m.a_bits) == (3, 3) for n, m in q.items() if n not in eight)

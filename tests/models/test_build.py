@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from yoloq.errors import UserError
+from yoloq.models.build import build_model, high_precision_layers, load_weights
+
+NAMES3 = ("a", "b", "c")
+
+
+def test_build_uses_data_classes():
+    m = build_model("yolov5n.yaml", NAMES3)
+    assert m.model[-1].nc == 3 and m.names == {0: "a", 1: "b", 2: "c"}
+    assert m.args.box > 0  # the loss gains ultralytics' loss reads
+
+
+def test_first_and_last_layers():
+    m = build_model("yolov5n.yaml", NAMES3)
+    names = high_precision_layers(m)
+    assert names[0] == "model.0.conv"
+    assert sorted(names[1:]) == sorted(f"model.24.{b}.{i}.2" for b in ("cv2", "cv3") for i in range(3))
+    modules = dict(m.named_modules())
+    assert [modules[n].out_channels for n in names if ".cv3." in n] == [3, 3, 3]  # class logits
+
+
+def test_ultralytics_checkpoint_with_other_nc_transfers_all_but_the_class_convs(tmp_path):
+    src = build_model("yolov5n.yaml", tuple(f"c{i}" for i in range(80)))
+    torch.save({"model": src.half(), "ema": None, "epoch": -1}, tmp_path / "w.pt")  # how ultralytics saves
+    dst = build_model("yolov5n.yaml", NAMES3)
+    done, total = load_weights(dst, tmp_path / "w.pt")
+    src_state = src.state_dict()
+    skipped = [k for k, v in dst.state_dict().items() if k not in src_state or src_state[k].shape != v.shape]
+    # only the class branch differs: its width depends on nc in ultralytics' head
+    assert skipped and len(skipped) == total - done and all(".cv3." in k for k in skipped)
+    assert torch.equal(dst.model[0].conv.weight, src.model[0].conv.weight.float())
+
+
+@pytest.mark.parametrize("content", ["missing", "garbage", "other_arch", "no_model"])
+def test_bad_weights_are_one_line_errors(tmp_path, content):
+    path = tmp_path / "w.pt"
+    if content == "garbage":
+        path.write_bytes(b"\x00not a checkpoint")
+    elif content == "other_arch":
+        torch.save({"model": torch.nn.Linear(3, 4)}, path)
+    elif content == "no_model":
+        torch.save({"epoch": 3}, path)
+    with pytest.raises(UserError) as e:
+        load_weights(build_model("yolov5n.yaml", NAMES3), path)
+    assert "\n" not in str(e.value) and "model.weights=" in str(e.value)

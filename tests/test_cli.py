@@ -1,0 +1,53 @@
+"""Bad input on the command line: one line naming the problem and the fix, exit code 2, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_train(*args, tmp_path):
+    tiny = [o for o in TINY if "data=coco" not in args or not o.startswith("data.")]
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), *tiny, f"cache_dir={tmp_path / 'cache'}",
+           f"run_dir={tmp_path / 'run'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def assert_one_line_error(proc, *words):
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["model=yolov9"], ["unknown model 'yolov9'", "yolov5n"]),
+    (["bits=9"], ["bits=9", "2 to 8"]),
+    (["bits=1"], ["bits=1", "2 to 8"]),
+    (["w_bits=4", "a_bits=12"], ["a_bits=12"]),
+    (["data=coco"], ["data.root"]),
+    (["data=coco", "data.root=/no/such/coco"], ["/no/such/coco", "does not exist"]),
+    (["model.weights=/no/such.pt"], ["/no/such.pt", "does not exist"]),
+])
+def test_bad_input_is_one_line(tmp_path, args, words):
+    assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)
+
+
+def test_coco_root_without_annotations(tmp_path):
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)
+    proc = run_train("data=coco", f"data.root={tmp_path / 'coco'}", tmp_path=tmp_path)
+    assert_one_line_error(proc, "instances_train2017.json")
+
+
+def test_incompatible_weights(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"definitely not a checkpoint")
+    proc = run_train(f"model.weights={tmp_path / 'w.pt'}", tmp_path=tmp_path)
+    assert_one_line_error(proc, "not a readable PyTorch checkpoint")

@@ -1,0 +1,79 @@
+"""Validate the composed config once, up front, with one clear message per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from yoloq.errors import UserError
+from yoloq.quant import QuantConfig, QuantConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "data", "trainer", "method")
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def check_group_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Catch `model=yolov9` before Hydra does, so the user gets one line listing the choices."""
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS:
+            continue
+        choices = group_choices(key, conf_dir)
+        for choice in value.split(","):  # multirun: method=lsq,ema
+            if choice not in choices:
+                raise UserError(f"unknown {key} {choice!r}: choose one of {', '.join(choices)}")
+
+
+def _bits(cfg, key: str) -> int:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
+        raise UserError(f"{key}={value} is out of range: use an integer from 2 to 8 (e.g. {key}=4)")
+    return value
+
+
+def quant_config(cfg) -> QuantConfig:
+    q = cfg.quant
+    try:
+        return QuantConfig(w_bits=q.w_bits, a_bits=q.a_bits, per_channel=q.per_channel, act_signed=q.act_signed,
+                           act_asymmetric=q.act_asymmetric, first_last_bits=q.first_last_bits,
+                           scale_init=q.scale_init)
+    except QuantConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but no CUDA GPU is visible: use device=cpu (or auto)")
+    return device
+
+
+def validate(cfg) -> None:
+    """Raise UserError for the first mistake found in a composed config."""
+    for key in ("bits", "w_bits", "a_bits"):
+        _bits(cfg, key)
+    quant_config(cfg)
+    if cfg.model.weights and not Path(str(cfg.model.weights)).expanduser().is_file():
+        raise UserError(f"model.weights={cfg.model.weights} does not exist: give the path of an ultralytics .pt "
+                        "checkpoint, or leave it out to train the FP model here")
+    t = cfg.trainer
+    if not isinstance(t.batch, int) or t.batch < 1:
+        raise UserError(f"trainer.batch={t.batch} must be a positive integer")
+    for stage in ("fp", "qat"):
+        if not isinstance(t[stage].epochs, int) or t[stage].epochs < 0:
+            raise UserError(f"trainer.{stage}.epochs={t[stage].epochs} must be an integer >= 0")
+    if not isinstance(cfg.data.imgsz, int) or cfg.data.imgsz < 32 or cfg.data.imgsz % 32:
+        raise UserError(f"data.imgsz={cfg.data.imgsz} must be a multiple of 32 (the model's stride), e.g. 256")
+    if cfg.data.name == "coco" and not cfg.data.root:
+        raise UserError("data=coco needs data.root: add data.root=/path/to/coco (with annotations/ and val2017/)")
+    resolve_device(str(cfg.device))

@@ -1,0 +1,47 @@
+"""A run's results: one entry per stage in results.json, and the final printed table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from yoloq.eval.coco_eval import finite
+
+
+@dataclass
+class StageResult:
+    stage: str  # fp | qat | ...
+    method: str
+    w_bits: int
+    a_bits: int
+    metrics: dict
+    wall_time_s: float
+    checkpoint: str
+    cached: bool = False  # the FP stage was reused from the cache; wall_time_s is the original training time
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def bits(self) -> str:
+        return "FP32" if self.w_bits >= 32 else f"W{self.w_bits}A{self.a_bits}"
+
+
+def write_results(results: list[StageResult], path: Path) -> None:
+    rows = [{**asdict(r), "bits": r.bits, "metrics": finite(r.metrics)} for r in results]
+    path.write_text(json.dumps(rows, indent=2))
+
+
+def format_table(results: list[StageResult]) -> str:
+    lines = [f"{'stage':<8} | {'bits':<6} | {'mAP50-95':>8} | {'mAP50':>6} | {'time':>9}",
+             f"{'-' * 8}-+-{'-' * 6}-+-{'-' * 8}-+-{'-' * 6}-+-{'-' * 9}"]
+    for r in results:
+        t = f"{r.wall_time_s / 60:.1f} min" + ("*" if r.cached else "")
+        lines.append(f"{r.stage:<8} | {r.bits:<6} | {r.metrics['mAP50-95']:>8.4f} | {r.metrics['mAP50']:>6.4f} | "
+                     f"{t:>9}")
+    if any(r.cached for r in results):
+        lines.append("* reused from the FP cache; time of the original training")
+    return "\n".join(lines)
+
+
+def print_table(results: list[StageResult]) -> None:
+    print("\n" + format_table(results), flush=True)

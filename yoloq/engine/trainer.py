@@ -1,0 +1,185 @@
+"""One training loop for every stage (FP, QAT, ...): ultralytics' loss on ultralytics' dataloader,
+SGD with YOLOv5's warm-up and linear schedule for the weights, Adam for quantization parameters,
+AMP on CUDA, evaluation each epoch, and named hooks (engine/hooks.py) where methods plug in."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from yoloq.engine.hooks import Callback
+from yoloq.errors import UserError
+from yoloq.quant import LSQQuantizer
+
+log = logging.getLogger("yoloq")
+
+
+@dataclass
+class Recipe:
+    """A stage's optimisation settings (YOLOv5's defaults unless the config says otherwise)."""
+
+    epochs: int = 10
+    lr0: float = 0.01
+    lrf: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 3.0
+    warmup_bias_lr: float = 0.1
+    warmup_momentum: float = 0.8
+    close_mosaic: int = 0  # last N epochs without mosaic
+    quant_lr: float = 1e-4  # Adam, for scales and offsets
+    grad_clip: float = 10.0
+    eval_every: int = 1  # epochs; the last epoch is always evaluated
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "Recipe":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+
+
+def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Split trainable parameters the way YOLOv5 does, plus a separate group for quantizer parameters."""
+    groups = {"bias": [], "decay": [], "no_decay": [], "quant": []}
+    norms = tuple(v for k, v in nn.__dict__.items() if "Norm" in k)
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(module, LSQQuantizer):
+                groups["quant"].append(p)
+            elif name == "bias":
+                groups["bias"].append(p)
+            elif isinstance(module, norms) or p.ndim <= 1:
+                groups["no_decay"].append(p)
+            else:
+                groups["decay"].append(p)
+    return groups
+
+
+class Trainer:
+    def __init__(self, name: str, model: nn.Module, loader, evaluate: Callable[[nn.Module], dict],
+                 recipe: Recipe, device: torch.device, callbacks: list[Callback] = (), hyp=None,
+                 progress: bool = True):
+        self.name, self.model, self.loader, self.evaluate = name, model.to(device), loader, evaluate
+        self.recipe, self.device, self.callbacks, self.hyp = recipe, device, list(callbacks), hyp
+        self.progress = progress
+        self.amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch = 0
+        self.step = 0  # optimizer steps taken in this stage
+        self.history: list[dict] = []
+        self.loss_items: dict = {}
+        self._build_optimizers()
+
+    # ------------------------------------------------------------------ set-up
+    def _build_optimizers(self) -> None:
+        g = param_groups(self.model)
+        r = self.recipe
+        self.optimizer = torch.optim.SGD(g["bias"], lr=r.lr0, momentum=r.momentum, nesterov=True)
+        self.optimizer.add_param_group({"params": g["decay"], "weight_decay": r.weight_decay})
+        self.optimizer.add_param_group({"params": g["no_decay"], "weight_decay": 0.0})
+        self.optimizers = [self.optimizer]
+        if g["quant"]:
+            self.optimizers.append(torch.optim.Adam(g["quant"], lr=r.quant_lr, weight_decay=0.0))
+        for pg in self.optimizer.param_groups:
+            pg["initial_lr"] = r.lr0
+
+    def _lr_factor(self, epoch: int) -> float:
+        """YOLOv5's linear schedule from 1 down to lrf over the stage."""
+        return (1 - epoch / max(self.recipe.epochs, 1)) * (1.0 - self.recipe.lrf) + self.recipe.lrf
+
+    def _warmup(self, ni: int, n_warm: int) -> None:
+        """Bias lr falls from warmup_bias_lr, other lrs rise from 0; momentum rises to its final value."""
+        r = self.recipe
+        if ni > n_warm:
+            return
+        for j, pg in enumerate(self.optimizer.param_groups):
+            target = pg["initial_lr"] * self._lr_factor(self.epoch)
+            pg["lr"] = float(np.interp(ni, [0, n_warm], [r.warmup_bias_lr if j == 0 else 0.0, target]))
+            pg["momentum"] = float(np.interp(ni, [0, n_warm], [r.warmup_momentum, r.momentum]))
+
+    def _hook(self, name: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, name)(self, *args)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        for cb in self.callbacks:
+            m = cb.eval_model(self)
+            if m is not None:
+                return m
+        return self.model
+
+    # ------------------------------------------------------------------ the loop
+    def _train_step(self, batch: dict) -> None:
+        imgs = batch["img"].to(self.device, non_blocking=True).float() / 255
+        targets = {k: batch[k].to(self.device) for k in ("batch_idx", "cls", "bboxes")}
+        if "masks" in batch:
+            targets["masks"] = batch["masks"].to(self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss, items = self.model.loss({**targets, "img": imgs})
+            loss = loss.sum()
+            for cb in self.callbacks:
+                extra = cb.extra_loss(self)
+                if extra is not None:
+                    loss = loss + extra
+        if not torch.isfinite(loss):
+            raise UserError(f"{self.name}: the loss became {loss.item()} at epoch {self.epoch + 1}, step "
+                            f"{self.step}: lower the learning rate (lr0={self.recipe.lr0}) or check the data")
+        self.scaler.scale(loss).backward()
+        for opt in self.optimizers:
+            self.scaler.unscale_(opt)
+        self._hook("on_after_backward")
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.recipe.grad_clip)
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self._hook("on_step_end")
+        self.loss_items = {k: float(v) for k, v in items.items()}
+
+    def fit(self) -> dict:
+        r = self.recipe
+        nb = len(self.loader)
+        n_warm = max(round(r.warmup_epochs * nb), 100) if r.warmup_epochs > 0 else -1
+        start = time.time()
+        self._hook("on_stage_start")
+        metrics: dict = {}
+        for epoch in range(self.epoch, r.epochs):
+            self.epoch = epoch
+            if r.close_mosaic and epoch == r.epochs - r.close_mosaic and self.hyp is not None:
+                self.loader.dataset.close_mosaic(self.hyp)
+                self.loader.reset()  # persistent workers hold the old transforms
+            for pg in self.optimizer.param_groups:
+                pg["lr"] = pg["initial_lr"] * self._lr_factor(epoch)
+            self.model.train()
+            self._hook("on_epoch_start")
+            bar = tqdm(self.loader, total=nb, desc=f"{self.name} {epoch + 1}/{r.epochs}", unit="batch",
+                       disable=not self.progress)
+            for i, batch in enumerate(bar):
+                self._warmup(epoch * nb + i, n_warm)
+                self._train_step(batch)
+                bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in self.loss_items.items()})
+            last = epoch == r.epochs - 1
+            if last or (r.eval_every > 0 and (epoch + 1) % r.eval_every == 0):
+                metrics = self.evaluate(self.eval_model)
+                log.info("%s epoch %d/%d: mAP50-95 %.4f  mAP50 %.4f", self.name, epoch + 1, r.epochs,
+                         metrics["mAP50-95"], metrics["mAP50"])
+            self.history.append({"epoch": epoch + 1, **self.loss_items, **metrics})
+            self._hook("on_epoch_end", metrics)
+        self.epoch = r.epochs
+        self._hook("on_stage_end")
+        self.wall_time = time.time() - start
+        if not metrics:  # zero epochs: still report where the stage stands
+            metrics = self.evaluate(self.eval_model)
+        return metrics

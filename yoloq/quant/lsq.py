@@ -1,0 +1,207 @@
+"""LSQ fake quantizer (Esser et al., 2019), with LSQ+'s learnable offset as an option."""
+
+import math
+
+import torch
+from torch import nn
+
+from .grid import fake_quantize, int_range
+from .observer import SampleObserver
+from .scale_init import INIT_METHODS, initial_scale
+
+
+class LSQFakeQuantize(torch.autograd.Function):
+    """out = clip(round(v / s), -Qn, Qp) * s + offset, with v = x - offset (offset may be None).
+
+    Gradients (straight-through estimator), "inside" meaning -Qn <= v/s <= Qp on the unrounded v/s:
+      d out/d x      = 1 inside, 0 outside
+      d out/d s      = round(v/s) - v/s inside, -Qn below, Qp above
+      d out/d offset = 0 inside, 1 outside
+    The scale and offset gradients are multiplied by grad_scale and summed to their shapes, so
+    scale/offset may be passed as views that broadcast against x (e.g. [1, C, 1, 1]).
+    Computes in float32 (safe under autocast); the output and grad_x have x's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, offset, qn: int, qp: int, grad_scale: float):
+        # Only the inputs are saved: the masks are cheap to recompute and would cost memory.
+        ctx.save_for_backward(x, scale, offset)
+        ctx.qn, ctx.qp, ctx.grad_scale = qn, qp, grad_scale
+        v = x.float() if offset is None else x.float() - offset.float()
+        out = fake_quantize(v, scale.float(), qn, qp)
+        if offset is not None:
+            out = out + offset.float()
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, scale, offset = ctx.saved_tensors
+        qn, qp, g = ctx.qn, ctx.qp, ctx.grad_scale
+        v = x.float() if offset is None else x.float() - offset.float()
+        v_s = v / scale.float()
+        below, above = v_s < -qn, v_s > qp
+        inside = ~(below | above)
+        grad_out = grad_out.float()
+
+        grad_x = grad_scale = grad_offset = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad_out * inside).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            d_scale = torch.where(inside, v_s.round() - v_s, torch.where(below, -float(qn), float(qp)))
+            grad_scale = ((grad_out * d_scale).sum_to_size(scale.shape) * g).to(scale.dtype)
+        if offset is not None and ctx.needs_input_grad[2]:
+            grad_offset = ((grad_out * ~inside).sum_to_size(offset.shape) * g).to(offset.dtype)
+        return grad_x, grad_scale, grad_offset, None, None, None
+
+
+class LSQQuantizer(nn.Module):
+    """Fake-quantizes its input on a b-bit grid with a learned scale (and optional offset).
+
+    signed: True (grid -2^(b-1)..2^(b-1)-1), False (0..2^b-1), or None to decide at
+    initialisation: signed iff the minimum seen is < 0.
+    per_channel: one scale per slice along channel_axis (num_channels of them).
+    asymmetric: LSQ+ -- unsigned grid shifted by a learnable offset, initialised to the minimum.
+    per_sample: the gradient scale counts the elements of one sample (x[0]), as LSQ does for
+    activations; otherwise it counts the elements covered by one scale element.
+
+    An uninitialised quantizer initialises itself from the first tensor it sees (LSQ's
+    first-batch init); calibration (start_observing/stop_observing/init_from_observer) is the
+    better way. All state that training needs is in parameters and buffers; the python copies
+    (_qn, _qp, _initialized) exist so that forward never synchronises with the device.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        signed: bool | None = True,
+        per_channel: bool = False,
+        channel_axis: int = 0,
+        asymmetric: bool = False,
+        per_sample: bool = False,
+        init_method: str = "mse",
+        num_channels: int = 1,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        if not 2 <= bits <= 16:
+            raise ValueError(f"bits={bits} is out of range: use an integer from 2 to 16")
+        if init_method not in INIT_METHODS:
+            raise ValueError(
+                f"init_method={init_method!r} is unknown: use one of {', '.join(INIT_METHODS)}"
+            )
+        if asymmetric and signed:
+            raise ValueError("signed=True conflicts with asymmetric=True: the asymmetric grid is unsigned")
+        if per_sample and per_channel:
+            raise ValueError("per_sample=True needs a per-tensor scale: use per_channel=False")
+        self.bits = bits
+        self.per_channel = per_channel
+        self.channel_axis = channel_axis
+        self.asymmetric = asymmetric
+        self.per_sample = per_sample
+        self.init_method = init_method
+        self.auto_signed = signed is None and not asymmetric
+
+        shape = (num_channels,) if per_channel else ()
+        self.scale = nn.Parameter(torch.ones(shape, device=device))
+        offset = nn.Parameter(torch.zeros(shape, device=device)) if asymmetric else None
+        self.register_parameter("offset", offset)
+        # Auto starts signed: the grid that also covers negative values.
+        self.register_buffer("signed", torch.tensor(signed is not False and not asymmetric, device=device))
+        self.register_buffer("initialized", torch.tensor(False, device=device))
+        self._observer: SampleObserver | None = None
+        self._refresh_cache()
+
+    @property
+    def qn(self) -> int:
+        return self._qn
+
+    @property
+    def qp(self) -> int:
+        return self._qp
+
+    @property
+    def observing(self) -> bool:
+        return self._observer is not None
+
+    def _refresh_cache(self) -> None:
+        self._qn, self._qp = int_range(self.bits, bool(self.signed))
+        self._initialized = bool(self.initialized)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._refresh_cache()
+
+    def set_signed(self, signed: bool) -> None:
+        if self.asymmetric and signed:
+            raise ValueError("an asymmetric quantizer is unsigned")
+        self.signed.fill_(signed)
+        self._refresh_cache()
+
+    def start_observing(self) -> None:
+        """From now on forward records statistics and returns its input unchanged."""
+        if self.per_channel:
+            raise ValueError(
+                "observing collects per-tensor statistics: initialise a per-channel quantizer with init_from"
+            )
+        self._observer = SampleObserver()
+
+    def stop_observing(self) -> SampleObserver | None:
+        """Leaves observing mode; returns what was observed (None if not observing)."""
+        observer, self._observer = self._observer, None
+        return observer
+
+    @torch.no_grad()
+    def init_from_observer(self, observer: SampleObserver) -> None:
+        self._init_from_stats(observer.values[None], observer.min[None], observer.max[None])
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Decides the sign (if auto) and sets scale/offset from the values of x."""
+        if not self.per_channel:
+            observer = SampleObserver()  # bounds the cost of the MSE search on large tensors
+            observer.update(x)
+            self.init_from_observer(observer)
+            return
+        v = x.detach().float().movedim(self.channel_axis, 0).reshape(self.scale.numel(), -1)
+        self._init_from_stats(v, v.amin(dim=1), v.amax(dim=1))
+
+    def _init_from_stats(self, v: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor) -> None:
+        # v: [C, K] values, vmin/vmax: [C] extremes, one row per scale element.
+        if self.asymmetric:
+            self.offset.copy_(vmin.reshape(self.offset.shape))
+            v, vmin, vmax = v - vmin[:, None], torch.zeros_like(vmin), vmax - vmin
+        elif self.auto_signed:
+            self.set_signed(bool((vmin < 0).any()))
+        scale = initial_scale(v, vmin, vmax, self._qn, self._qp, self.init_method)
+        self.scale.copy_(scale.reshape(self.scale.shape))
+        self.initialized.fill_(True)
+        self._refresh_cache()
+
+    def _broadcast(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not self.per_channel:
+            return p
+        shape = [1] * x.dim()
+        shape[self.channel_axis] = -1
+        return p.view(shape)
+
+    def _grad_scale(self, x: torch.Tensor) -> float:
+        n = x[0].numel() if self.per_sample else x.numel() // self.scale.numel()
+        return 1.0 / math.sqrt(n * self._qp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._observer is not None:
+            self._observer.update(x)
+            return x
+        if not self._initialized:
+            self.init_from(x)
+        offset = None if self.offset is None else self._broadcast(self.offset, x)
+        return LSQFakeQuantize.apply(
+            x, self._broadcast(self.scale, x), offset, self._qn, self._qp, self._grad_scale(x)
+        )
+
+    def extra_repr(self) -> str:
+        signed = "auto" if self.auto_signed and not self._initialized else self._qn > 0
+        return (
+            f"bits={self.bits}, signed={signed}, per_channel={self.per_channel}, "
+            f"asymmetric={self.asymmetric}"
+        )
