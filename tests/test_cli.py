@@ -36,6 +36,7 @@ def assert_one_line_error(proc, *words):
     (["data=coco"], ["data.root"]),
     (["data=coco", "data.root=/no/such/coco"], ["/no/such/coco", "does not exist"]),
     (["model.weights=/no/such.pt"], ["/no/such.pt", "does not exist"]),
+    (["trainer.qat.optimizer=lion"], ["trainer.qat.optimizer=lion", "sgd, adamw"]),
 ])
 def test_bad_input_is_one_line(tmp_path, args, words):
     assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)

@@ -17,6 +17,8 @@ def _fail(e: UserError) -> None:
 
 
 def hydra_entry(command: str) -> None:
+    if command == "eval" and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
+        sys.argv.append("run_dir=runs/eval-${now:%Y%m%d-%H%M%S}")  # not named like a training run
     try:
         check_group_overrides(sys.argv[1:])
     except UserError as e:

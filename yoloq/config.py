@@ -11,6 +11,7 @@ from yoloq.quant import QuantConfig, QuantConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "data", "trainer", "method")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -58,6 +59,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _validate_method(m) -> None:
+    for part in ("ema", "dampen", "freeze", "qc"):
+        if not isinstance(m[part].enabled, bool):
+            raise UserError(f"method.{part}.enabled={m[part].enabled} must be true or false")
+    if not 0 < m.ema.decay < 1:
+        raise UserError(f"method.ema.decay={m.ema.decay} must be in (0, 1), e.g. 0.9999")
+    if not 0 < m.track.momentum <= 1:
+        raise UserError(f"method.track.momentum={m.track.momentum} must be in (0, 1], e.g. 0.01")
+    if "4" not in {str(k) for k in m.freeze.threshold_final}:
+        raise UserError("method.freeze.threshold_final needs an entry for 4 bits (used for other bits too)")
+    qc = m.qc
+    if not 0 < qc.fraction <= 1:
+        raise UserError(f"method.qc.fraction={qc.fraction} must be in (0, 1], e.g. 0.25")
+    if not (qc.scale or qc.shift):
+        raise UserError("method.qc.scale and method.qc.shift are both false: QC would learn nothing; enable one")
+    if not isinstance(qc.epochs, int) or qc.epochs < 1:
+        raise UserError(f"method.qc.epochs={qc.epochs} must be an integer >= 1")
+
+
 def validate(cfg) -> None:
     """Raise UserError for the first mistake found in a composed config."""
     for key in ("bits", "w_bits", "a_bits"):
@@ -72,6 +92,13 @@ def validate(cfg) -> None:
     for stage in ("fp", "qat"):
         if not isinstance(t[stage].epochs, int) or t[stage].epochs < 0:
             raise UserError(f"trainer.{stage}.epochs={t[stage].epochs} must be an integer >= 0")
+        if t[stage].optimizer not in OPTIMIZERS:
+            raise UserError(f"trainer.{stage}.optimizer={t[stage].optimizer} is unknown: use one of "
+                            f"{', '.join(OPTIMIZERS)}")
+    _validate_method(cfg.method)
+    k = cfg.eval.get("soft_round")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 0.5):
+        raise UserError(f"eval.soft_round={k} must be a number in (0, 0.5), e.g. 0.45 (or null to skip)")
     if not isinstance(cfg.data.imgsz, int) or cfg.data.imgsz < 32 or cfg.data.imgsz % 32:
         raise UserError(f"data.imgsz={cfg.data.imgsz} must be a multiple of 32 (the model's stride), e.g. 256")
     if cfg.data.name == "coco" and not cfg.data.root:

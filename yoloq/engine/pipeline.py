@@ -1,4 +1,5 @@
-"""The stage pipeline of one run: data -> FP model (cached) -> quantize + calibrate -> QAT -> results.
+"""The stage pipeline of one run: data -> FP model (cached) -> quantize + calibrate -> QAT (the method's
+callbacks) -> [soft-rounding evaluation] -> [QC -> folded into BN] -> results.
 
 `train(cfg)` is a plain function, so tests call it with a composed config; scripts/train.py is only
 the Hydra entry point around it.
@@ -10,8 +11,11 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import random
+import shutil
 import time
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -27,9 +31,13 @@ from yoloq.engine.report import StageResult, print_table, write_results
 from yoloq.engine.trainer import Recipe, Trainer
 from yoloq.eval.coco_eval import CocoEvaluator
 from yoloq.methods import build_callbacks
+from yoloq.methods.correction import FrozenBatchNorm
 from yoloq.methods.ema import EMACallback
 from yoloq.models.build import build_model, high_precision_layers, hyperparameters, load_weights
 from yoloq.quant import quantize_model
+from yoloq.quant.correction import add_corrections, fold_corrections
+from yoloq.quant.deploy import to_deploy
+from yoloq.quant.prepare import soft_rounding
 
 log = logging.getLogger("yoloq")
 FP_CACHE_VERSION = 1
@@ -52,6 +60,39 @@ def _setup_logging(run_dir: Path) -> None:
         log.addHandler(handler)
 
 
+@dataclass
+class RunData:
+    info: DatasetInfo
+    hyp: object  # ultralytics' hyperparameter namespace (augmentation, loss gains)
+    evaluator: CocoEvaluator
+    batch: int
+    workers: int
+    device: str
+
+    def train_loader(self, fraction: float = 1.0, mosaic: bool = True):
+        """A fresh augmenting loader for one stage: a stage that closes mosaic must not close it for the next."""
+        return build_loader(self.info, self.hyp, self.info.train_split, self.batch, self.workers, train=True,
+                            device=self.device, fraction=fraction, mosaic=mosaic)
+
+
+def build_data(cfg, device: torch.device) -> RunData:
+    """Prepare the dataset and the pycocotools evaluator of its val split; train loaders are built per stage."""
+    info = prepare_dataset(cfg.data, Path(cfg.cache_dir).expanduser() / "data")
+    hyp = hyperparameters(imgsz=cfg.data.imgsz, task="detect", **cfg.trainer.augment)
+    b, w = cfg.trainer.batch, cfg.trainer.workers
+    val_loader = build_loader(info, hyp, info.val_split, b * 2, w, train=False, device=device.type)
+    evaluator = CocoEvaluator(val_loader, info.annotations(info.val_split), info.category_ids, device,
+                              cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det, progress=cfg.progress)
+    return RunData(info, hyp, evaluator, b, w, device.type)
+
+
+def calibration_batches(cfg, data: RunData, device: torch.device) -> list[torch.Tensor]:
+    """The first training images, without augmentation, for initialising the quantization scales."""
+    loader = build_loader(data.info, data.hyp, data.info.train_split, cfg.trainer.batch, 0, train=False,
+                          device=device.type)
+    return [batch["img"].to(device).float() / 255 for batch in islice(loader, cfg.quant.calib_batches)]
+
+
 def _file_stamp(path: str | None) -> list | None:
     if not path:
         return None
@@ -71,14 +112,24 @@ def fp_cache_path(cfg, info: DatasetInfo) -> Path:
     return Path(cfg.cache_dir).expanduser() / "fp" / f"{cfg.model.name}-{info.fingerprint}-{key}.pt"
 
 
-def fp_stage(cfg, info, hyp, train_loader, evaluator, device) -> tuple[torch.nn.Module, StageResult]:
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """The run folder's view of the cached FP checkpoint: a hard link where possible, else a copy."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path) -> tuple[torch.nn.Module, StageResult]:
     """The FP model every method starts from: trained once and cached, or loaded from model.weights."""
-    model = build_model(cfg.model.yaml, info.names, hyp)
-    cache = fp_cache_path(cfg, info)
+    model = build_model(cfg.model.yaml, data.info.names, data.hyp)
+    cache = fp_cache_path(cfg, data.info)
     if cache.is_file():
         ckpt = load_checkpoint(cache)
         model.load_state_dict(ckpt["model"])
         log.info("FP: reusing the cached FP model %s (mAP50-95 %.4f)", cache, ckpt["metrics"]["mAP50-95"])
+        _link_or_copy(cache, run_dir / "fp.pt")
         return model.to(device), StageResult("fp", "fp", 32, 32, ckpt["metrics"], ckpt["wall_time"], str(cache),
                                              cached=True)
 
@@ -93,30 +144,101 @@ def fp_stage(cfg, info, hyp, train_loader, evaluator, device) -> tuple[torch.nn.
                      epochs)
     recipe = Recipe.from_cfg({**cfg.trainer.fp, "epochs": epochs})
     callbacks = [EMACallback()] if cfg.trainer.fp.ema else []
-    trainer = Trainer("fp", model, train_loader, evaluator, recipe, device, callbacks, hyp, cfg.progress)
+    trainer = Trainer("fp", model, data.train_loader(), data.evaluator, recipe, device, callbacks, data.hyp,
+                      cfg.progress)
     metrics = trainer.fit()
     model.load_state_dict(trainer.eval_model.state_dict())  # the EMA copy is frozen; keep our trainable model
     save_atomic({"model": model.state_dict(), "metrics": metrics, "wall_time": trainer.wall_time,
-                 "history": trainer.history, "names": list(info.names), "yaml": cfg.model.yaml}, cache)
+                 "history": trainer.history, "config": OmegaConf.to_container(cfg, resolve=True)}, cache)
     log.info("FP: cached the FP model at %s", cache)
+    _link_or_copy(cache, run_dir / "fp.pt")
     return model, StageResult("fp", "fp", 32, 32, metrics, trainer.wall_time, str(cache))
 
 
-def qat_stage(cfg, info, hyp, model, train_loader, calib_batches, evaluator, device, run_dir):
+def qat_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path):
+    """Quantize and calibrate a copy of the FP model, then QAT with the method's callbacks."""
+    seed_everything(cfg.seed)  # the same QAT randomness whether or not the FP stage ran in this process
     qcfg = quant_config(cfg)
     model = copy.deepcopy(model).to(device)
     start = time.time()
-    quantize_model(model, qcfg, calib_batches, high_precision=high_precision_layers(model)
-                   if qcfg.first_last_bits is not None else [])
+    quantize_model(model, qcfg, calib_batches, high_precision=high_precision_layers(model))
     calib_time = time.time() - start
-    callbacks = build_callbacks(cfg.method)
+    callbacks = build_callbacks(cfg.method, qcfg.w_bits)
     recipe = Recipe.from_cfg(cfg.trainer.qat)
-    trainer = Trainer("qat", model, train_loader, evaluator, recipe, device, callbacks, hyp, cfg.progress)
+    trainer = Trainer("qat", model, data.train_loader(), data.evaluator, recipe, device, callbacks, data.hyp,
+                      cfg.progress)
     metrics = trainer.fit()
+    oscillations = callbacks[0].stats()
+    (run_dir / "oscillations.json").write_text(json.dumps(oscillations, indent=2))
+    log.info("QAT: %.2f%% of the tracked weights oscillate (f > %g), %.2f%% frozen", oscillations["oscillating_pct"],
+             cfg.method.track.threshold, oscillations["frozen_pct"])
     path = save_atomic({"model": trainer.eval_model.state_dict(), "metrics": metrics, "history": trainer.history,
-                        "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "qat.pt")
+                        "callbacks": trainer.callback_states(), "config": OmegaConf.to_container(cfg, resolve=True)},
+                       run_dir / "qat.pt")
+    extra = {k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}
     return trainer.eval_model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, metrics,
-                                           trainer.wall_time + calib_time, str(path))
+                                           trainer.wall_time + calib_time, str(path), extra=extra)
+
+
+def soft_round_stage(cfg, data: RunData, model, source: StageResult) -> StageResult:
+    """The same model evaluated with soft rounding (PAPER.md §6): no training, a Table 1 analysis."""
+    k = float(cfg.eval.soft_round)
+    start = time.time()
+    with soft_rounding(model, k):
+        metrics = data.evaluator(model)
+    log.info("soft rounding k=%g: mAP50-95 %.4f (hard %.4f)", k, metrics["mAP50-95"], source.metrics["mAP50-95"])
+    return StageResult(f"{source.stage}-soft", source.method, source.w_bits, source.a_bits, metrics,
+                       time.time() - start, source.checkpoint, extra={"soft_round": k})
+
+
+@torch.no_grad()
+def max_output_diff(a: torch.nn.Module, b: torch.nn.Module, imgs: torch.Tensor) -> float:
+    """Largest absolute difference of two models' decoded predictions (boxes in pixels, class scores)."""
+    outs = []
+    for m in (a, b):
+        m.eval()
+        out = m(imgs)
+        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return float((outs[0] - outs[1]).abs().max())
+
+
+def qc_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path,
+             source: StageResult) -> list[StageResult]:
+    """Quantization correction (PAPER.md §4): learn a per-channel affine after each quantized conv for one
+    epoch with everything else frozen, then fold it into BN and check the folded and deploy forms."""
+    seed_everything(cfg.seed)
+    qc = cfg.method.qc
+    model = copy.deepcopy(model).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    add_corrections(model, qc.per_channel, qc.scale, qc.shift)
+    recipe = Recipe(epochs=qc.epochs, optimizer="adamw", lr0=qc.lr, lrf=1.0, momentum=0.9, weight_decay=0.0,
+                    warmup_epochs=0, eval_every=qc.epochs)
+    loader = data.train_loader(fraction=float(qc.fraction), mosaic=qc.mosaic)
+    trainer = Trainer("qc", model, loader, data.evaluator, recipe, device, [FrozenBatchNorm()], data.hyp,
+                      cfg.progress)
+    metrics = trainer.fit()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    path = save_atomic({"model": model.state_dict(), "metrics": metrics, "history": trainer.history,
+                        "config": config}, run_dir / "qc.pt")
+    qc_result = StageResult("qc", source.method, source.w_bits, source.a_bits, metrics, trainer.wall_time,
+                            str(path))
+
+    start = time.time()
+    folded = copy.deepcopy(model).eval()
+    n = fold_corrections(folded)
+    imgs = calib_batches[0]
+    fold_diff = max_output_diff(model, folded, imgs)
+    deploy_diff = max_output_diff(folded, to_deploy(copy.deepcopy(folded)), imgs)
+    log.info("QC: folded %d corrections; max |output difference| folded vs QC %.3g, deploy form vs folded %.3g",
+             n, fold_diff, deploy_diff)
+    folded_metrics = data.evaluator(folded)
+    path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": config},
+                       run_dir / "folded.pt")
+    folded_result = StageResult("folded", source.method, source.w_bits, source.a_bits, folded_metrics,
+                                time.time() - start, str(path),
+                                extra={"fold_max_diff": fold_diff, "deploy_max_diff": deploy_diff})
+    return [qc_result, folded_result]
 
 
 def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
@@ -129,21 +251,15 @@ def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
     device = resolve_device(str(cfg.device))
     log.info("run folder %s, device %s", run_dir, device)
 
-    info = prepare_dataset(cfg.data, Path(cfg.cache_dir).expanduser() / "data")
-    hyp = hyperparameters(imgsz=cfg.data.imgsz, task="detect", **cfg.trainer.augment)
-    b, w = cfg.trainer.batch, cfg.trainer.workers
-    train_loader = build_loader(info, hyp, info.train_split, b, w, train=True, device=device.type)
-    val_loader = build_loader(info, hyp, info.val_split, b * 2, w, train=False, device=device.type)
-    evaluator = CocoEvaluator(val_loader, info.annotations(info.val_split), info.category_ids, device,
-                              cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det, progress=cfg.progress)
-
-    results = []
-    fp_model, fp_result = fp_stage(cfg, info, hyp, train_loader, evaluator, device)
-    results.append(fp_result)
-    calib_loader = build_loader(info, hyp, info.train_split, b, 0, train=False, device=device.type)
-    calib = [batch["img"].to(device).float() / 255 for batch in islice(calib_loader, cfg.quant.calib_batches)]
-    _, qat_result = qat_stage(cfg, info, hyp, fp_model, train_loader, calib, evaluator, device, run_dir)
-    results.append(qat_result)
+    data = build_data(cfg, device)
+    fp_model, fp_result = fp_stage(cfg, data, device, run_dir)
+    calib = calibration_batches(cfg, data, device)
+    qat_model, qat_result = qat_stage(cfg, data, fp_model, calib, device, run_dir)
+    results = [fp_result, qat_result]
+    if cfg.eval.soft_round is not None:
+        results.append(soft_round_stage(cfg, data, qat_model, qat_result))
+    if cfg.method.qc.enabled:
+        results += qc_stage(cfg, data, qat_model, calib, device, run_dir, qat_result)
 
     write_results(results, run_dir / "results.json")
     print_table(results)

@@ -4,6 +4,7 @@ AMP on CUDA, evaluation each epoch, and named hooks (engine/hooks.py) where meth
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ class Recipe:
     """A stage's optimisation settings (YOLOv5's defaults unless the config says otherwise)."""
 
     epochs: int = 10
+    optimizer: str = "sgd"  # sgd (YOLOv5) | adamw (what ultralytics picks for short schedules)
     lr0: float = 0.01
     lrf: float = 0.01
     momentum: float = 0.937
@@ -75,6 +77,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.epoch = 0
         self.step = 0  # optimizer steps taken in this stage
+        self.total_steps = max(len(loader) * recipe.epochs, 1)
         self.history: list[dict] = []
         self.loss_items: dict = {}
         self._build_optimizers()
@@ -83,9 +86,15 @@ class Trainer:
     def _build_optimizers(self) -> None:
         g = param_groups(self.model)
         r = self.recipe
-        self.optimizer = torch.optim.SGD(g["bias"], lr=r.lr0, momentum=r.momentum, nesterov=True)
-        self.optimizer.add_param_group({"params": g["decay"], "weight_decay": r.weight_decay})
-        self.optimizer.add_param_group({"params": g["no_decay"], "weight_decay": 0.0})
+        # three groups, like YOLOv5: biases (own warm-up lr), decayed weights, norms and other 1-d parameters
+        groups = [{"params": g["bias"]}, {"params": g["decay"], "weight_decay": r.weight_decay},
+                  {"params": g["no_decay"], "weight_decay": 0.0}]
+        if r.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=r.lr0, momentum=r.momentum, nesterov=True, weight_decay=0.0)
+        elif r.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=r.lr0, betas=(r.momentum, 0.999), weight_decay=0.0)
+        else:
+            raise UserError(f"{self.name}: optimizer={r.optimizer!r} is unknown: use sgd or adamw")
         self.optimizers = [self.optimizer]
         if g["quant"]:
             self.optimizers.append(torch.optim.Adam(g["quant"], lr=r.quant_lr, weight_decay=0.0))
@@ -104,11 +113,25 @@ class Trainer:
         for j, pg in enumerate(self.optimizer.param_groups):
             target = pg["initial_lr"] * self._lr_factor(self.epoch)
             pg["lr"] = float(np.interp(ni, [0, n_warm], [r.warmup_bias_lr if j == 0 else 0.0, target]))
-            pg["momentum"] = float(np.interp(ni, [0, n_warm], [r.warmup_momentum, r.momentum]))
+            if "momentum" in pg:  # SGD only; AdamW keeps its betas
+                pg["momentum"] = float(np.interp(ni, [0, n_warm], [r.warmup_momentum, r.momentum]))
 
     def _hook(self, name: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, name)(self, *args)
+
+    @property
+    def progress_frac(self) -> float:
+        """Share of the stage's optimizer steps taken so far (0 at the start, 1 at the end)."""
+        return min(self.step / self.total_steps, 1.0)
+
+    def callback_states(self) -> dict:
+        """Every callback's state (EMA copy, oscillation trackers, ...), keyed by its class name."""
+        return {type(cb).__name__: cb.state_dict() for cb in self.callbacks}
+
+    def load_callback_states(self, states: dict) -> None:
+        for cb in self.callbacks:
+            cb.load_state_dict(states[type(cb).__name__])
 
     @property
     def eval_model(self) -> nn.Module:
@@ -158,7 +181,8 @@ class Trainer:
         for epoch in range(self.epoch, r.epochs):
             self.epoch = epoch
             if r.close_mosaic and epoch == r.epochs - r.close_mosaic and self.hyp is not None:
-                self.loader.dataset.close_mosaic(self.hyp)
+                # a copy: close_mosaic writes into the namespace, which the model's loss gains also read
+                self.loader.dataset.close_mosaic(copy.copy(self.hyp))
                 self.loader.reset()  # persistent workers hold the old transforms
             for pg in self.optimizer.param_groups:
                 pg["lr"] = pg["initial_lr"] * self._lr_factor(epoch)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision  # noqa: F401  ultralytics' NMS uses torchvision's kernel only once it is imported; its
+# pure-torch fallback is a Python loop that hits the NMS time limit on early models and drops images
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm

@@ -13,9 +13,12 @@ class EMACallback(Callback):
     def __init__(self, decay: float = 0.9999, tau: float = 2000.0):
         self.decay, self.tau = decay, tau
         self.ema: ModelEMA | None = None
+        self._loaded: dict | None = None  # state loaded before the stage started (resume)
 
     def on_stage_start(self, trainer) -> None:
         self.ema = ModelEMA(trainer.model, decay=self.decay, tau=self.tau)
+        if self._loaded is not None:
+            self.load_state_dict(self._loaded)
 
     def on_step_end(self, trainer) -> None:
         self.ema.update(trainer.model)
@@ -27,5 +30,8 @@ class EMACallback(Callback):
         return {"ema": self.ema.ema.state_dict(), "updates": self.ema.updates}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.ema is None:
+            self._loaded = state
+            return
         self.ema.ema.load_state_dict(state["ema"])
         self.ema.updates = state["updates"]

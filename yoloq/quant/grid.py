@@ -13,3 +13,9 @@ def int_range(bits: int, signed: bool) -> tuple[int, int]:
 def fake_quantize(v: torch.Tensor, scale: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
     """clip(round(v / s), -Qn, Qp) * s. torch.round sends ties to the even integer."""
     return torch.clamp(torch.round(v / scale), -qn, qp) * scale
+
+
+def soft_round(x: torch.Tensor, k: float) -> torch.Tensor:
+    """round(x) where x is within k of an integer, else x unchanged (the paper's Table 1 analysis)."""
+    r = torch.round(x)
+    return torch.where((x - r).abs() <= k, r, x)

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from .grid import fake_quantize, int_range
+from .grid import fake_quantize, int_range, soft_round
 from .observer import SampleObserver
 from .scale_init import INIT_METHODS, initial_scale
 
@@ -109,6 +109,8 @@ class LSQQuantizer(nn.Module):
         self.register_buffer("signed", torch.tensor(signed is not False and not asymmetric, device=device))
         self.register_buffer("initialized", torch.tensor(False, device=device))
         self._observer: SampleObserver | None = None
+        # Evaluation-only analysis mode (not state): soft rounding with this threshold instead of round().
+        self.soft_round: float | None = None
         self._refresh_cache()
 
     @property
@@ -188,6 +190,12 @@ class LSQQuantizer(nn.Module):
         n = x[0].numel() if self.per_sample else x.numel() // self.scale.numel()
         return 1.0 / math.sqrt(n * self._qp)
 
+    def integers(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer grid values clip(round((x - offset) / s), -Qn, Qp) of x, as floats, without gradient."""
+        with torch.no_grad():
+            v = x if self.offset is None else x - self._broadcast(self.offset, x)
+            return torch.clamp(torch.round(v / self._broadcast(self.scale, x)), -self._qn, self._qp)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
             self._observer.update(x)
@@ -195,9 +203,18 @@ class LSQQuantizer(nn.Module):
         if not self._initialized:
             self.init_from(x)
         offset = None if self.offset is None else self._broadcast(self.offset, x)
+        if self.soft_round is not None:
+            return self._soft_forward(x, offset)
         return LSQFakeQuantize.apply(
             x, self._broadcast(self.scale, x), offset, self._qn, self._qp, self._grad_scale(x)
         )
+
+    @torch.no_grad()
+    def _soft_forward(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        s = self._broadcast(self.scale, x)
+        v = x if offset is None else x - offset
+        out = torch.clamp(soft_round(v / s, self.soft_round), -self._qn, self._qp) * s
+        return out if offset is None else out + offset
 
     def extra_repr(self) -> str:
         signed = "auto" if self.auto_signed and not self._initialized else self._qn > 0

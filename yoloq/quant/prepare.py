@@ -1,5 +1,6 @@
 """Turning a float model into a fake-quantized one and back, and calibrating its quantizers."""
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 
@@ -141,3 +142,16 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     """Replaces, in place, every QuantConv2d with a float nn.Conv2d holding its latent weights."""
     replacements = {id(m): m.to_float() for m in model.modules() if isinstance(m, QuantConv2d)}
     return _swap(model, replacements)
+
+
+@contextlib.contextmanager
+def soft_rounding(model: nn.Module, k: float | None):
+    """Within the block every quantizer soft-rounds (round only within k of an integer); k=None: unchanged."""
+    quantizers = [q for _, q in iter_quantizers(model)]
+    for q in quantizers:
+        q.soft_round = k
+    try:
+        yield model
+    finally:
+        for q in quantizers:
+            q.soft_round = None

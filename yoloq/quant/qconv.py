@@ -13,7 +13,8 @@ class QuantConv2d(nn.Conv2d):
     """conv(act_quantizer(x), weight_quantizer(weight)) + bias.
 
     The float weight stays the trained (latent) parameter. A quantizer that is None (bits None)
-    passes its tensor through unchanged.
+    passes its tensor through unchanged. `correction`, when set (quantization correction, see
+    correction.py), is applied to the conv's output: it sits before the BN that follows.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class QuantConv2d(nn.Conv2d):
                 a_bits, signed=_ACT_SIGNED[config.act_signed], asymmetric=config.act_asymmetric,
                 per_sample=True, init_method=config.scale_init, device=device,
             )
+        self.register_module("correction", None)
 
     @property
     def w_bits(self) -> int | None:
@@ -79,7 +81,8 @@ class QuantConv2d(nn.Conv2d):
         if self.act_quantizer is not None:
             x = self.act_quantizer(x)
         weight = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
-        return self._conv_forward(x, weight, self.bias)
+        out = self._conv_forward(x, weight, self.bias)
+        return out if self.correction is None else self.correction(out)
 
 
 def _conv_hyperparameters(conv: nn.Conv2d) -> dict:

@@ -1,0 +1,64 @@
+"""`scripts/eval.py +checkpoint=PATH`: rebuild the model a checkpoint was saved from and score it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from yoloq.config import quant_config, resolve_device
+from yoloq.engine.checkpoint import load_checkpoint
+from yoloq.engine.pipeline import build_data
+from yoloq.errors import UserError
+from yoloq.eval.coco_eval import finite
+from yoloq.models.build import build_model, high_precision_layers
+from yoloq.quant import quantize_model
+from yoloq.quant.correction import match_state
+
+log = logging.getLogger("yoloq")
+
+
+def model_from_checkpoint(ckpt: dict, saved_cfg, names: tuple[str, ...], hyp):
+    """The float or quantized model whose state the checkpoint holds (scales come from the state dict)."""
+    model = build_model(saved_cfg.model.yaml, names, hyp)
+    if any("quantizer" in k for k in ckpt["model"]):
+        quantize_model(model, quant_config(saved_cfg), None, high_precision_layers(model))
+        match_state(model, ckpt["model"])  # QC corrections, scales made per-channel by folding
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint does not match its model ({str(e).splitlines()[0]}): "
+                        "evaluate it with the yoloq version that wrote it") from None
+    return model
+
+
+def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
+    path = cfg.get("checkpoint")
+    if not path:
+        raise UserError("no checkpoint given: add +checkpoint=runs/<run>/qat.pt (or an FP cache file)")
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: give a .pt written by scripts/train.py")
+    try:
+        ckpt = load_checkpoint(path)
+        saved = OmegaConf.create(ckpt["config"])
+    except Exception as e:
+        raise UserError(f"{path} is not a yoloq checkpoint ({e.__class__.__name__}): give a .pt written by "
+                        "scripts/train.py") from None
+    # the model, data and quantization the checkpoint was trained with; device/cache/eval from the command line
+    cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
+    device = resolve_device(str(cfg.device))
+    data = build_data(cfg, device)
+    model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)
+    metrics = {"pycocotools": finite(data.evaluator(model))}
+    if cfg.eval.get("ultralytics_check"):
+        from yoloq.eval.ultralytics_check import ultralytics_metrics
+
+        metrics["ultralytics"] = ultralytics_metrics(model, data.evaluator.loader, device, Path(run_dir) / "val",
+                                                     cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "eval.json").write_text(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
+    print(json.dumps(metrics, indent=2))
+    return metrics
