@@ -37,6 +37,10 @@ def assert_one_line_error(proc, *words):
     (["data=coco", "data.root=/no/such/coco"], ["/no/such/coco", "does not exist"]),
     (["model.weights=/no/such.pt"], ["/no/such.pt", "does not exist"]),
     (["trainer.qat.optimizer=lion"], ["trainer.qat.optimizer=lion", "sgd, adamw"]),
+    (["method=adaround"], ["unknown method 'adaround'", "ema_qc", "dampen"]),
+    (["eval.soft_round=0.7"], ["eval.soft_round=0.7", "(0, 0.5)"]),
+    (["trainer.qc.fraction=0"], ["trainer.qc.fraction=0", "(0, 1]"]),
+    (["method=ema_qc", "method.qc.scale=false", "method.qc.shift=false"], ["learn nothing"]),
 ])
 def test_bad_input_is_one_line(tmp_path, args, words):
     assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)

@@ -69,13 +69,8 @@ def _validate_method(m) -> None:
         raise UserError(f"method.track.momentum={m.track.momentum} must be in (0, 1], e.g. 0.01")
     if "4" not in {str(k) for k in m.freeze.threshold_final}:
         raise UserError("method.freeze.threshold_final needs an entry for 4 bits (used for other bits too)")
-    qc = m.qc
-    if not 0 < qc.fraction <= 1:
-        raise UserError(f"method.qc.fraction={qc.fraction} must be in (0, 1], e.g. 0.25")
-    if not (qc.scale or qc.shift):
+    if not (m.qc.scale or m.qc.shift):
         raise UserError("method.qc.scale and method.qc.shift are both false: QC would learn nothing; enable one")
-    if not isinstance(qc.epochs, int) or qc.epochs < 1:
-        raise UserError(f"method.qc.epochs={qc.epochs} must be an integer >= 1")
 
 
 def validate(cfg) -> None:
@@ -96,6 +91,11 @@ def validate(cfg) -> None:
             raise UserError(f"trainer.{stage}.optimizer={t[stage].optimizer} is unknown: use one of "
                             f"{', '.join(OPTIMIZERS)}")
     _validate_method(cfg.method)
+    qc = t.qc
+    if not 0 < qc.fraction <= 1:
+        raise UserError(f"trainer.qc.fraction={qc.fraction} must be in (0, 1], e.g. 0.25")
+    if not isinstance(qc.epochs, int) or qc.epochs < 1:
+        raise UserError(f"trainer.qc.epochs={qc.epochs} must be an integer >= 1")
     k = cfg.eval.get("soft_round")
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 0.5):
         raise UserError(f"eval.soft_round={k} must be a number in (0, 0.5), e.g. 0.45 (or null to skip)")

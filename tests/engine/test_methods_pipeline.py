@@ -1,0 +1,65 @@
+"""Every method runs end to end (tiny data, one QAT epoch) on one shared cached FP model."""
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import TINY, compose_config
+from yoloq.engine.pipeline import train
+from yoloq.eval.checkpoint_eval import evaluate_checkpoint
+from yoloq.eval.coco_eval import finite
+
+METHODS = ["lsq", "dampen", "freeze", "ema", "lsq_qc", "dampen_qc", "freeze_qc", "ema_qc"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("methods-cache")
+
+
+def run(cache, tmp_path, *overrides):
+    cfg = compose_config(TINY + [f"cache_dir={cache}", f"run_dir={tmp_path / 'run'}", *overrides])
+    return cfg, train(cfg)
+
+
+@pytest.mark.parametrize("method, extra", [(m, []) for m in METHODS] + [
+    ("freeze_qc", ["quant.per_channel=true"]), ("ema_qc", ["quant.per_channel=true", "method.qc.per_channel=false"]),
+])
+def test_method_runs_end_to_end(cache, tmp_path, method, extra):
+    cfg, results = run(cache, tmp_path, f"method={method}", "bits=3", *extra)
+    stages = [r.stage for r in results]
+    assert stages == (["fp", "qat", "qc", "folded"] if method.endswith("_qc") else ["fp", "qat"])
+    assert all(r.method == method for r in results[1:])
+    qat = torch.load(results[1].checkpoint, weights_only=False)
+    assert "TrackOscillations" in qat["callbacks"]
+    assert ("EMACallback" in qat["callbacks"]) == method.startswith("ema")
+    assert 0 <= results[1].extra["oscillating_pct"] <= 100
+    per_layer = json.loads((tmp_path / "run" / "oscillations.json").read_text())["per_layer"]
+    assert per_layer and all("model.0." not in name for name in per_layer)  # the 8-bit stem is not tracked
+    if method.endswith("_qc"):
+        folded = results[3]
+        # equal up to rare rounding-threshold flips (a wrong fold is off by pixels everywhere)
+        assert folded.extra["fold_mean_diff"] < 0.05 and folded.extra["deploy_mean_diff"] < 0.05
+        qc_state = torch.load(results[2].checkpoint, weights_only=False)["model"]
+        assert any(k.endswith("correction.gamma") for k in qc_state)
+        # scripts/eval.py rebuilds the QC and the folded model from their checkpoints and scores them the same
+        for stage in results[2:]:
+            ev = compose_config(TINY + [f"cache_dir={cache}", f"+checkpoint={stage.checkpoint}"])
+            assert finite(evaluate_checkpoint(ev, tmp_path / f"eval-{stage.stage}")["pycocotools"]) == \
+                finite(stage.metrics)
+
+
+def test_soft_rounding_adds_a_row(cache, tmp_path):
+    _, results = run(cache, tmp_path, "method=lsq", "bits=3", "eval.soft_round=0.45")
+    assert [r.stage for r in results] == ["fp", "qat", "qat-soft"]
+    assert results[2].extra == {"soft_round": 0.45} and results[2].checkpoint == results[1].checkpoint
+
+
+def test_seed_varies_qat_but_not_the_fp_model(cache, tmp_path):
+    _, a = run(cache, tmp_path, "method=lsq", "seed=0")
+    _, b = run(cache, tmp_path, "method=lsq", "seed=1", f"run_dir={tmp_path / 'run-seed1'}")
+    assert b[0].cached and b[0].checkpoint == a[0].checkpoint
+    wa = torch.load(a[1].checkpoint, weights_only=False)["model"]
+    wb = torch.load(b[1].checkpoint, weights_only=False)["model"]
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # other augmentation and batch order

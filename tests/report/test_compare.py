@@ -1,0 +1,48 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from yoloq.report.compare import collect, markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_run(folder: Path, method: str, bits: int, seed: int, qat: float, folded: float | None = None):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"seed: {seed}\n")
+    rows = [{"stage": "fp", "method": "fp", "bits": "FP32", "metrics": {"mAP50-95": 0.6, "mAP50": 0.8}},
+            {"stage": "qat", "method": method, "bits": f"W{bits}A{bits}", "metrics": {"mAP50-95": qat, "mAP50": 0}}]
+    if folded is not None:
+        rows += [{"stage": "qc", "method": method, "bits": f"W{bits}A{bits}", "metrics": {"mAP50-95": 0, "mAP50": 0}},
+                 {"stage": "folded", "method": method, "bits": f"W{bits}A{bits}",
+                  "metrics": {"mAP50-95": folded, "mAP50": 0}}]
+    (folder / "results.json").write_text(json.dumps(rows))
+
+
+def test_table_means_and_spreads(tmp_path):
+    fake_run(tmp_path / "a", "ema_qc", 3, 0, 0.30, 0.34)
+    fake_run(tmp_path / "b", "ema_qc", 3, 1, 0.32, 0.36)
+    fake_run(tmp_path / "c", "lsq", 4, 0, 0.40)
+    (tmp_path / "unfinished").mkdir()
+    rows = collect(sorted(tmp_path.iterdir()))
+    table = markdown_table(rows)
+    lines = table.splitlines()
+    assert lines[0] == "| method | W4A4 | W3A3 |"
+    assert "| lsq | 40.0 ± nan (n=1) |  |" in lines
+    assert "| ema |  | 31.0 ± 1.4 (n=2) |" in lines
+    assert "| ema+QC |  | 35.0 ± 1.4 (n=2) |" in lines
+    assert lines.index("| lsq | 40.0 ± nan (n=1) |  |") < lines.index("| ema |  | 31.0 ± 1.4 (n=2) |")
+    assert "FP model: 60.0" in table
+
+
+def test_cli_writes_files_and_rejects_empty(tmp_path):
+    fake_run(tmp_path / "runs" / "a", "lsq", 3, 0, 0.2)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "runs" / "a"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "compare.md").read_text().startswith("| method | W3A3 |")
+    assert (tmp_path / "out" / "compare.csv").read_text().splitlines()[0].startswith("run,label,bits,seed")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nothing")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,60 @@
+"""Collect finished runs (their results.json) into a paper-style table: rows are methods, columns bit
+widths, cells mAP@0.5:0.95 as mean ± std over seeds. A `_qc` run contributes two rows: its QAT stage
+under the base method's name and its folded QC stage as `<base>+QC`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "ema+QC"]
+
+
+def _rows_of_run(run: Path) -> list[dict]:
+    results = json.loads((run / "results.json").read_text())
+    cfg = OmegaConf.load(run / "config.yaml")
+    rows = []
+    for r in results:
+        base = r["method"].removesuffix("_qc")
+        label = {"qat": base, "folded": f"{base}+QC", "fp": "FP"}.get(r["stage"])
+        if label is not None:
+            rows.append({"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed,
+                         "mAP50-95": r["metrics"]["mAP50-95"], "mAP50": r["metrics"]["mAP50"]})
+    return rows
+
+
+def collect(run_dirs: list[Path]) -> list[dict]:
+    """One row per (run, stage of interest); runs without results.json (unfinished) are skipped."""
+    rows = []
+    for run in run_dirs:
+        if (run / "results.json").is_file():
+            rows += _rows_of_run(run)
+    return rows
+
+
+def _cell(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{100 * mean:.1f} ± {100 * spread:.1f} (n={len(values)})"
+
+
+def markdown_table(rows: list[dict], metric: str = "mAP50-95") -> str:
+    """Methods x bits; FP appears once per FP model (identical across runs sharing it)."""
+    cells = defaultdict(list)
+    for r in rows:
+        if r["label"] == "FP":
+            continue
+        cells[(r["label"], r["bits"])].append(r[metric])
+    fp = sorted({r[metric] for r in rows if r["label"] == "FP"})
+    bits = sorted({b for _, b in cells}, key=lambda b: -int(b[1:b.index("A")]))
+    labels = [m for m in ORDER if any((m, b) in cells for b in bits)]
+    labels += sorted({m for m, _ in cells} - set(labels))
+    lines = [f"| method | {' | '.join(bits)} |", "|---|" + "---|" * len(bits)]
+    for m in labels:
+        lines.append(f"| {m} | " + " | ".join(_cell(cells[(m, b)]) if (m, b) in cells else "" for b in bits) + " |")
+    note = f"\n\n{metric} x 100, mean ± sample std over seeds; FP model: {', '.join(f'{100 * v:.1f}' for v in fp)}"
+    return "\n".join(lines) + note
