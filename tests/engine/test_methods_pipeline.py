@@ -41,6 +41,7 @@ def test_method_runs_end_to_end(cache, tmp_path, method, extra):
         folded = results[3]
         # equal up to rare rounding-threshold flips (a wrong fold is off by pixels everywhere)
         assert folded.extra["fold_mean_diff"] < 0.05 and folded.extra["deploy_mean_diff"] < 0.05
+        assert abs(folded.extra["deploy_mAP50-95"] - folded.metrics["mAP50-95"]) < 0.02
         qc_state = torch.load(results[2].checkpoint, weights_only=False)["model"]
         assert any(k.endswith("correction.gamma") for k in qc_state)
         # scripts/eval.py rebuilds the QC and the folded model from their checkpoints and scores them the same
