@@ -20,7 +20,7 @@ def dampening_loss(convs) -> torch.Tensor:
     total = None
     for conv in convs:
         wq = conv.weight_quantizer
-        s = wq._broadcast(wq.scale, conv.weight)
+        s = wq.scale_like(conv.weight)
         target = (wq.integers(conv.weight) * s).detach()
         clipped = torch.clamp(conv.weight, -wq.qn * s, wq.qp * s)
         term = (target - clipped).pow(2).sum()

@@ -41,5 +41,5 @@ class IterativeFreezing(Callback):
                 tracker.frozen_int.copy_(torch.where(new, target, tracker.frozen_int))
                 tracker.frozen.logical_or_(new)
             if bool(tracker.frozen.any()):
-                on_grid = tracker.frozen_int * wq._broadcast(wq.scale, conv.weight)
+                on_grid = tracker.frozen_int * wq.scale_like(conv.weight)
                 conv.weight.copy_(torch.where(tracker.frozen, on_grid, conv.weight))

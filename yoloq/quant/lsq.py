@@ -190,11 +190,15 @@ class LSQQuantizer(nn.Module):
         n = x[0].numel() if self.per_sample else x.numel() // self.scale.numel()
         return 1.0 / math.sqrt(n * self._qp)
 
+    def scale_like(self, x: torch.Tensor) -> torch.Tensor:
+        """The scale shaped to broadcast against x (per-channel: one value per slice along channel_axis)."""
+        return self._broadcast(self.scale, x)
+
     def integers(self, x: torch.Tensor) -> torch.Tensor:
         """The integer grid values clip(round((x - offset) / s), -Qn, Qp) of x, as floats, without gradient."""
         with torch.no_grad():
             v = x if self.offset is None else x - self._broadcast(self.offset, x)
-            return torch.clamp(torch.round(v / self._broadcast(self.scale, x)), -self._qn, self._qp)
+            return torch.clamp(torch.round(v / self.scale_like(x)), -self._qn, self._qp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
