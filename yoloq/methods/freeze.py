@@ -26,7 +26,7 @@ class IterativeFreezing(Callback):
 
     def on_after_backward(self, trainer) -> None:
         for _, conv, tracker in self.tracking.monitor.pairs(trainer.model):
-            if conv.weight.grad is not None and bool(tracker.frozen.any()):
+            if conv.weight.grad is not None:  # no `.any()` test: on a GPU it would synchronise every step
                 conv.weight.grad.masked_fill_(tracker.frozen, 0.0)
 
     @torch.no_grad()
@@ -36,10 +36,8 @@ class IterativeFreezing(Callback):
         for _, conv, tracker in self.tracking.monitor.pairs(trainer.model):
             wq = conv.weight_quantizer
             new = (tracker.freq > self.threshold) & ~tracker.frozen
-            if bool(new.any()):
-                target = torch.clamp(torch.round(tracker.int_ema), -wq.qn, wq.qp)
-                tracker.frozen_int.copy_(torch.where(new, target, tracker.frozen_int))
-                tracker.frozen.logical_or_(new)
-            if bool(tracker.frozen.any()):
-                on_grid = tracker.frozen_int * wq.scale_like(conv.weight)
-                conv.weight.copy_(torch.where(tracker.frozen, on_grid, conv.weight))
+            target = torch.clamp(torch.round(tracker.int_ema), -wq.qn, wq.qp)
+            tracker.frozen_int.copy_(torch.where(new, target, tracker.frozen_int))
+            tracker.frozen.logical_or_(new)
+            on_grid = tracker.frozen_int * wq.scale_like(conv.weight)
+            conv.weight.copy_(torch.where(tracker.frozen, on_grid, conv.weight))

@@ -31,15 +31,21 @@ class OscillationTracker(nn.Module):
         self.register_buffer("int_ema", torch.zeros(shape, **kw))
         self.register_buffer("frozen", torch.zeros(shape, dtype=torch.bool, **kw))
         self.register_buffer("frozen_int", torch.zeros(shape, **kw))
+        self._started = False  # python copy of `started`, so that update() never synchronises with a GPU
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._started = bool(self.started)
 
     @torch.no_grad()
     def update(self, w_int: torch.Tensor) -> torch.Tensor:
         """Record this step's integers; returns the mask of weights that oscillated now."""
         m = self.momentum
-        if not bool(self.started):
+        if not self._started:
             self.prev_int.copy_(w_int)
             self.int_ema.copy_(w_int)
             self.started.fill_(True)
+            self._started = True
             return torch.zeros_like(self.frozen)
         delta = w_int - self.prev_int
         direction = torch.sign(delta).to(torch.int8)
