@@ -149,7 +149,7 @@ def test_freezing_picks_oscillating_weights_at_their_average_integer():
     conv = net.model[0]
     monitor = OscillationMonitor(net, momentum=0.5)
     tracking = TrackOscillations()
-    tracking.monitor = monitor
+    tracking.monitor, tracking.pairs = monitor, monitor.pairs(net)
     freezing = IterativeFreezing(tracking, threshold_start=0.3, threshold_final=0.3)
     s = conv.weight_quantizer.scale.detach()
 
@@ -161,7 +161,7 @@ def test_freezing_picks_oscillating_weights_at_their_average_integer():
     for k in range(6):
         with torch.no_grad():
             conv.weight.view(-1)[0] = s * (k % 2)
-        monitor.update(net)
+        monitor.update(tracking.pairs)
         freezing.on_step_end(FakeTrainer)
     tracker = monitor.trackers["model/0"]
     assert bool(tracker.frozen.view(-1)[0]) and tracker.frozen.sum() == 1

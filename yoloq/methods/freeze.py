@@ -25,7 +25,7 @@ class IterativeFreezing(Callback):
         self.threshold = threshold_start
 
     def on_after_backward(self, trainer) -> None:
-        for _, conv, tracker in self.tracking.monitor.pairs(trainer.model):
+        for _, conv, tracker in self.tracking.pairs:
             if conv.weight.grad is not None:  # no `.any()` test: on a GPU it would synchronise every step
                 conv.weight.grad.masked_fill_(tracker.frozen, 0.0)
 
@@ -33,7 +33,7 @@ class IterativeFreezing(Callback):
     def on_step_end(self, trainer) -> None:
         self.threshold = cosine_anneal(self.threshold_start, self.threshold_final, trainer.progress_frac,
                                        self.begin)
-        for _, conv, tracker in self.tracking.monitor.pairs(trainer.model):
+        for _, conv, tracker in self.tracking.pairs:
             wq = conv.weight_quantizer
             new = (tracker.freq > self.threshold) & ~tracker.frozen
             target = torch.clamp(torch.round(tracker.int_ema), -wq.qn, wq.qp)

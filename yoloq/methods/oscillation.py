@@ -85,8 +85,8 @@ class OscillationMonitor(nn.Module):
         return [(n, c, self.trackers[_key(n)]) for n, c in tracked_convs(model, self.max_bits).items()]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for _, conv, tracker in self.pairs(model):
+    def update(self, pairs: list[tuple[str, QuantConv2d, OscillationTracker]]) -> None:
+        for _, conv, tracker in pairs:
             tracker.update(conv.weight_quantizer.integers(conv.weight))
 
     def stats(self, threshold: float = OSCILLATING) -> dict:
@@ -108,15 +108,17 @@ class TrackOscillations(Callback):
     def __init__(self, momentum: float = 0.01, max_bits: int = 4, threshold: float = OSCILLATING):
         self.momentum, self.max_bits, self.threshold = momentum, max_bits, threshold
         self.monitor: OscillationMonitor | None = None
+        self.pairs: list = []  # (name, conv, tracker) of the stage's model, found once per stage
         self._loaded: dict | None = None  # state loaded before the stage started (resume)
 
     def on_stage_start(self, trainer) -> None:
         self.monitor = OscillationMonitor(trainer.model, self.momentum, self.max_bits)
+        self.pairs = self.monitor.pairs(trainer.model)
         if self._loaded is not None:
             self.monitor.load_state_dict(self._loaded)
 
     def on_step_end(self, trainer) -> None:
-        self.monitor.update(trainer.model)
+        self.monitor.update(self.pairs)
 
     def on_epoch_end(self, trainer, metrics: dict) -> None:
         s = self.monitor.stats(self.threshold)
