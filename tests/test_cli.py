@@ -41,6 +41,10 @@ def assert_one_line_error(proc, *words):
     (["eval.soft_round=0.7"], ["eval.soft_round=0.7", "(0, 0.5)"]),
     (["trainer.qc.fraction=0"], ["trainer.qc.fraction=0", "(0, 1]"]),
     (["method=ema_qc", "method.qc.scale=false", "method.qc.shift=false"], ["learn nothing"]),
+    (["logger=tensorboard"], ["unknown logger 'tensorboard'", "wandb"]),
+    (["experiment=paper_grid"], ["unknown experiment 'paper_grid'", "compare_methods"]),
+    (["logger=wandb", "logger.wandb.mode=cloud"], ["logger.wandb.mode=cloud", "offline"]),
+    (["logger.log_every=0"], ["logger.log_every=0", "positive"]),
 ])
 def test_bad_input_is_one_line(tmp_path, args, words):
     assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)

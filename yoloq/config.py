@@ -10,8 +10,9 @@ from yoloq.errors import UserError
 from yoloq.quant import QuantConfig, QuantConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "data", "trainer", "method")
+GROUPS = ("model", "data", "trainer", "method", "logger", "experiment")
 OPTIMIZERS = ("sgd", "adamw")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -73,6 +74,13 @@ def _validate_method(m) -> None:
         raise UserError("method.qc.scale and method.qc.shift are both false: QC would learn nothing; enable one")
 
 
+def _validate_logger(lg) -> None:
+    if not isinstance(lg.log_every, int) or lg.log_every < 1:
+        raise UserError(f"logger.log_every={lg.log_every} must be a positive integer (optimizer steps), e.g. 10")
+    if lg.wandb is not None and lg.wandb.mode not in WANDB_MODES:
+        raise UserError(f"logger.wandb.mode={lg.wandb.mode} is unknown: use one of {', '.join(WANDB_MODES)}")
+
+
 def validate(cfg) -> None:
     """Raise UserError for the first mistake found in a composed config."""
     for key in ("bits", "w_bits", "a_bits"):
@@ -103,4 +111,5 @@ def validate(cfg) -> None:
         raise UserError(f"data.imgsz={cfg.data.imgsz} must be a multiple of 32 (the model's stride), e.g. 256")
     if cfg.data.name == "coco" and not cfg.data.root:
         raise UserError("data=coco needs data.root: add data.root=/path/to/coco (with annotations/ and val2017/)")
+    _validate_logger(cfg.logger)
     resolve_device(str(cfg.device))

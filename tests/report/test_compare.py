@@ -43,6 +43,7 @@ def test_cli_writes_files_and_rejects_empty(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "compare.md").read_text().startswith("| method | W3A3 |")
     assert (tmp_path / "out" / "compare.csv").read_text().splitlines()[0].startswith("run,label,bits,seed")
+    assert (tmp_path / "out" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nothing")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr

@@ -38,6 +38,11 @@ from yoloq.quant import quantize_model
 from yoloq.quant.correction import add_corrections, fold_corrections
 from yoloq.quant.deploy import to_deploy
 from yoloq.quant.prepare import soft_rounding
+from yoloq.track.diagnostics import write_qat_diagnostics
+from yoloq.track.log_callback import LogMetrics
+from yoloq.track.oscillation_history import OscillationHistory
+from yoloq.track.run_log import RunLog
+from yoloq.track.scale_history import ScaleHistory
 
 log = logging.getLogger("yoloq")
 FP_CACHE_VERSION = 1
@@ -120,7 +125,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path) -> tuple[torch.nn.Module, StageResult]:
+def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path,
+             run_log: RunLog) -> tuple[torch.nn.Module, StageResult]:
     """The FP model every method starts from: trained once and cached, or loaded from model.weights."""
     model = build_model(cfg.model.yaml, data.info.names, data.hyp)
     cache = fp_cache_path(cfg, data.info)
@@ -128,6 +134,7 @@ def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path) -> tuple[t
         ckpt = load_checkpoint(cache)
         model.load_state_dict(ckpt["model"])
         log.info("FP: reusing the cached FP model %s (mAP50-95 %.4f)", cache, ckpt["metrics"]["mAP50-95"])
+        run_log.log("fp-epoch", {**ckpt["metrics"], "cached": True})
         _link_or_copy(cache, run_dir / "fp.pt")
         return model.to(device), StageResult("fp", "fp", 32, 32, ckpt["metrics"], ckpt["wall_time"], str(cache),
                                              cached=True)
@@ -143,7 +150,7 @@ def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path) -> tuple[t
                      epochs)
     seed_everything(cfg.trainer.fp.seed)  # its own seed: `seed=` varies QAT runs on one cached FP model
     recipe = Recipe.from_cfg({**cfg.trainer.fp, "epochs": epochs})
-    callbacks = [EMACallback()] if cfg.trainer.fp.ema else []
+    callbacks = ([EMACallback()] if cfg.trainer.fp.ema else []) + [LogMetrics(run_log, "fp")]
     trainer = Trainer("fp", model, data.train_loader(), data.evaluator, recipe, device, callbacks, data.hyp,
                       cfg.progress)
     metrics = trainer.fit()
@@ -155,7 +162,7 @@ def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path) -> tuple[t
     return model, StageResult("fp", "fp", 32, 32, metrics, trainer.wall_time, str(cache))
 
 
-def qat_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path):
+def qat_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path, run_log: RunLog):
     """Quantize and calibrate a copy of the FP model, then QAT with the method's callbacks."""
     seed_everything(cfg.seed)  # the same QAT randomness whether or not the FP stage ran in this process
     qcfg = quant_config(cfg)
@@ -164,11 +171,20 @@ def qat_stage(cfg, data: RunData, model, calib_batches, device: torch.device, ru
     quantize_model(model, qcfg, calib_batches, high_precision=high_precision_layers(model))
     calib_time = time.time() - start
     callbacks = build_callbacks(cfg.method, qcfg.w_bits)
+    tracking = callbacks[0]
+    # recorders run after the method's callbacks: they see this step's trackers and EMA
+    osc_history = OscillationHistory(tracking, cfg.logger.log_every)
+    scale_history = ScaleHistory(cfg.logger.scale_window)
+    callbacks += [osc_history, scale_history, LogMetrics(run_log, "qat")]
     recipe = Recipe.from_cfg(cfg.trainer.qat)
     trainer = Trainer("qat", model, data.train_loader(), data.evaluator, recipe, device, callbacks, data.hyp,
                       cfg.progress)
     metrics = trainer.fit()
-    oscillations = callbacks[0].stats()
+    if cfg.logger.diagnostics:
+        ema_model = None if trainer.eval_model is trainer.model else trainer.eval_model
+        write_qat_diagnostics(run_dir, trainer.model, ema_model, osc_history, scale_history, run_log,
+                              cfg.method.track.max_bits, cfg.method.track.threshold)
+    oscillations = tracking.stats()
     (run_dir / "oscillations.json").write_text(json.dumps(oscillations, indent=2))
     log.info("QAT: %.2f%% of the tracked weights oscillate (f > %g), %.2f%% frozen", oscillations["oscillating_pct"],
              cfg.method.track.threshold, oscillations["frozen_pct"])
@@ -180,13 +196,14 @@ def qat_stage(cfg, data: RunData, model, calib_batches, device: torch.device, ru
                                            trainer.wall_time + calib_time, str(path), extra=extra)
 
 
-def soft_round_stage(cfg, data: RunData, model, source: StageResult) -> StageResult:
+def soft_round_stage(cfg, data: RunData, model, source: StageResult, run_log: RunLog) -> StageResult:
     """The same model evaluated with soft rounding (PAPER.md §6): no training, a Table 1 analysis."""
     k = float(cfg.eval.soft_round)
     start = time.time()
     with soft_rounding(model, k):
         metrics = data.evaluator(model)
     log.info("soft rounding k=%g: mAP50-95 %.4f (hard %.4f)", k, metrics["mAP50-95"], source.metrics["mAP50-95"])
+    run_log.log(f"{source.stage}-soft", {**metrics, "soft_round": k})
     return StageResult(f"{source.stage}-soft", source.method, source.w_bits, source.a_bits, metrics,
                        time.time() - start, source.checkpoint, extra={"soft_round": k})
 
@@ -211,7 +228,7 @@ def output_diff(a: torch.nn.Module, b: torch.nn.Module, imgs: torch.Tensor) -> t
 
 
 def qc_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path,
-             source: StageResult) -> list[StageResult]:
+             source: StageResult, run_log: RunLog) -> list[StageResult]:
     """Quantization correction (PAPER.md §4): learn a per-channel affine after each quantized conv for one
     epoch with everything else frozen, then fold it into BN and check the folded and deploy forms."""
     seed_everything(cfg.seed)
@@ -223,8 +240,8 @@ def qc_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run
     recipe = Recipe(epochs=recipe_cfg.epochs, optimizer="adamw", lr0=recipe_cfg.lr, lrf=1.0, momentum=0.9,
                     weight_decay=0.0, warmup_epochs=0, eval_every=recipe_cfg.epochs)
     loader = data.train_loader(fraction=float(recipe_cfg.fraction), mosaic=recipe_cfg.mosaic)
-    trainer = Trainer("qc", model, loader, data.evaluator, recipe, device, [FrozenBatchNorm()], data.hyp,
-                      cfg.progress)
+    callbacks = [FrozenBatchNorm(), LogMetrics(run_log, "qc")]
+    trainer = Trainer("qc", model, loader, data.evaluator, recipe, device, callbacks, data.hyp, cfg.progress)
     metrics = trainer.fit()
     config = OmegaConf.to_container(cfg, resolve=True)
     path = save_atomic({"model": model.state_dict(), "metrics": metrics, "history": trainer.history,
@@ -247,11 +264,11 @@ def qc_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run
     log.info("QC: mAP50-95 folded %.4f, integer deploy form %.4f", folded_metrics["mAP50-95"], deploy_map)
     path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": config},
                        run_dir / "folded.pt")
+    extra = {"fold_max_diff": fold_max, "fold_mean_diff": fold_mean, "deploy_max_diff": deploy_max,
+             "deploy_mean_diff": deploy_mean, "deploy_mAP50-95": deploy_map}
+    run_log.log("folded", {**folded_metrics, **extra})
     folded_result = StageResult("folded", source.method, source.w_bits, source.a_bits, folded_metrics,
-                                time.time() - start, str(path),
-                                extra={"fold_max_diff": fold_max, "fold_mean_diff": fold_mean,
-                                       "deploy_max_diff": deploy_max, "deploy_mean_diff": deploy_mean,
-                                       "deploy_mAP50-95": deploy_map})
+                                time.time() - start, str(path), extra=extra)
     return [qc_result, folded_result]
 
 
@@ -265,16 +282,32 @@ def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
     device = resolve_device(str(cfg.device))
     log.info("run folder %s, device %s", run_dir, device)
 
-    data = build_data(cfg, device)
-    fp_model, fp_result = fp_stage(cfg, data, device, run_dir)
-    calib = calibration_batches(cfg, data, device)
-    qat_model, qat_result = qat_stage(cfg, data, fp_model, calib, device, run_dir)
-    results = [fp_result, qat_result]
-    if cfg.eval.soft_round is not None:
-        results.append(soft_round_stage(cfg, data, qat_model, qat_result))
-    if cfg.method.qc.enabled:
-        results += qc_stage(cfg, data, qat_model, calib, device, run_dir, qat_result)
+    run_log = RunLog.from_cfg(cfg, run_dir)
+    try:
+        data = build_data(cfg, device)
+        fp_model, fp_result = fp_stage(cfg, data, device, run_dir, run_log)
+        calib = calibration_batches(cfg, data, device)
+        qat_model, qat_result = qat_stage(cfg, data, fp_model, calib, device, run_dir, run_log)
+        results = [fp_result, qat_result]
+        if cfg.eval.soft_round is not None:
+            results.append(soft_round_stage(cfg, data, qat_model, qat_result, run_log))
+        if cfg.method.qc.enabled:
+            results += qc_stage(cfg, data, qat_model, calib, device, run_dir, qat_result, run_log)
 
-    write_results(results, run_dir / "results.json")
+        write_results(results, run_dir / "results.json")
+        run_log.summary(summary_of(results))
+        if cfg.logger.wandb is not None and cfg.logger.wandb.log_checkpoint:
+            run_log.artifact(Path(results[-1].checkpoint), f"{run_dir.name}-{results[-1].stage}")
+    finally:
+        run_log.close()
     print_table(results)
     return results
+
+
+def summary_of(results: list[StageResult]) -> dict:
+    """The final numbers of a run, flat: <stage>/mAP50-95, <stage>/mAP50, <stage>/<extra>."""
+    out = {}
+    for r in results:
+        out.update({f"{r.stage}/{k}": v for k, v in r.metrics.items() if k in ("mAP50-95", "mAP50")})
+        out.update({f"{r.stage}/{k}": v for k, v in r.extra.items()})
+    return out

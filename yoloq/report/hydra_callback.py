@@ -1,0 +1,25 @@
+"""After a Hydra multirun (`python scripts/train.py -m ...`), tabulate its finished runs in the sweep folder:
+compare.md, compare.csv and compare.png. Registered by conf/experiment/compare_methods.yaml; any multirun
+can add it with `+hydra.callbacks.compare._target_=yoloq.report.hydra_callback.CompareRuns`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from yoloq.report.compare import collect, write_report
+
+log = logging.getLogger("yoloq")
+
+
+class CompareRuns(Callback):
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        rows = collect(sorted(p for p in sweep.iterdir() if p.is_dir()))
+        if not rows:
+            print(f"compare: no finished run in {sweep}", flush=True)
+            return
+        table = write_report(rows, sweep)
+        print(f"\n{table}\n\nwrote {sweep / 'compare.md'}, compare.csv and compare.png", flush=True)

@@ -1,0 +1,32 @@
+"""The QAT stage's diagnostics: three PNGs in the run folder (grid.png, oscillations.png, scales.png),
+their data in diagnostics.json, and the images in the run log (W&B when enabled)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from yoloq.track import plots
+from yoloq.track.grid import grid_summary
+
+log = logging.getLogger("yoloq")
+
+
+def write_qat_diagnostics(run_dir: Path, model, ema_model, osc_history, scale_history, run_log,
+                          max_bits: int = 4, threshold: float = 0.005) -> dict:
+    """model: the trained (latent) model; ema_model: its EMA copy, or None when the method keeps none."""
+    grids = {"trained": grid_summary(model, max_bits)}
+    if ema_model is not None:
+        grids["EMA"] = grid_summary(ema_model, max_bits)
+    data = {"grid": grids, "oscillations": osc_history.series(), "scales": scale_history.series()}
+    (Path(run_dir) / "diagnostics.json").write_text(json.dumps(data))
+    figures = {"grid": plots.grid_distribution(grids),
+               "oscillations": plots.oscillation_history(data["oscillations"], threshold),
+               "scales": plots.scale_trajectories(data["scales"])}
+    for name, fig in figures.items():
+        path = plots.save(fig, Path(run_dir) / f"{name}.png")
+        run_log.image(f"diagnostics/{name}", path)
+    log.info("QAT diagnostics: %s; %.1f%% of the latent weights lie within %g of a rounding threshold",
+             ", ".join(f"{n}.png" for n in figures), grids["trained"]["near_pct"], grids["trained"]["near"])
+    return data

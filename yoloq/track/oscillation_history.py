@@ -1,0 +1,47 @@
+"""The share of oscillating weights per layer over training (the tracker only knows the present): sampled
+every few steps, kept on the device until the end so that recording never waits for a GPU."""
+
+from __future__ import annotations
+
+import torch
+
+from yoloq.engine.hooks import Callback
+from yoloq.methods.oscillation import TrackOscillations
+
+
+class OscillationHistory(Callback):
+    """Runs after TrackOscillations: reads its trackers' frequencies."""
+
+    def __init__(self, tracking: TrackOscillations, every: int = 10):
+        self.tracking, self.every = tracking, every
+        self.steps: list[int] = []
+        self._shares: list[torch.Tensor] = []  # [layers] share of weights with f > threshold
+        self._freqs: list[torch.Tensor] = []   # [layers] mean frequency
+        self.layers: list[str] = []
+        self.sizes: list[int] = []
+
+    def on_stage_start(self, trainer) -> None:
+        self.layers = [name for name, _, _ in self.tracking.pairs]
+        self.sizes = [t.freq.numel() for _, _, t in self.tracking.pairs]
+
+    @torch.no_grad()
+    def on_step_end(self, trainer) -> None:
+        if trainer.step % self.every and trainer.step != trainer.total_steps:
+            return
+        trackers = [t for _, _, t in self.tracking.pairs]
+        if not trackers:
+            return
+        thr = self.tracking.threshold
+        self.steps.append(trainer.step)
+        self._shares.append(torch.stack([(t.freq > thr).float().mean() for t in trackers]))
+        self._freqs.append(torch.stack([t.freq.mean() for t in trackers]))
+
+    def series(self) -> dict:
+        """steps, layers, per-layer % oscillating and mean frequency [steps x layers], overall % oscillating."""
+        if not self.steps:
+            return {"steps": [], "layers": self.layers, "oscillating_pct": [], "mean_freq": [], "overall_pct": []}
+        shares = torch.stack(self._shares).cpu() * 100
+        sizes = torch.tensor(self.sizes, dtype=torch.float32)
+        overall = (shares * sizes).sum(1) / sizes.sum()
+        return {"steps": list(self.steps), "layers": self.layers, "oscillating_pct": shares.tolist(),
+                "mean_freq": torch.stack(self._freqs).cpu().tolist(), "overall_pct": overall.tolist()}
