@@ -1,6 +1,6 @@
 """After a Hydra multirun (`python scripts/train.py -m ...`), tabulate its finished runs in the sweep folder:
-compare.md, compare.csv and compare.png. Registered by conf/experiment/compare_methods.yaml; any multirun
-can add it with `+hydra.callbacks.compare._target_=yoloq.report.hydra_callback.CompareRuns`."""
+compare.md, compare.csv and compare.png. Registered for every multirun in conf/config.yaml (hydra.callbacks);
+single runs do not call it."""
 
 from __future__ import annotations
 
