@@ -46,3 +46,22 @@ def test_bad_weights_are_one_line_errors(tmp_path, content):
     with pytest.raises(UserError) as e:
         load_weights(build_model("yolov5n.yaml", NAMES3), path)
     assert "\n" not in str(e.value) and "model.weights=" in str(e.value)
+
+
+@pytest.mark.parametrize("name, official", [("yolov7-tiny.yaml", 6.2e6), ("yolov7.yaml", 36.9e6)])
+def test_yolov7_parameter_counts_match_the_official_models(name, official):
+    m = build_model(name, tuple(f"c{i}" for i in range(80)))
+    n = sum(p.numel() for p in m.parameters())
+    assert abs(n / official - 1) < 0.05, n
+
+
+def test_yolov7_tiny_is_the_v7_structure():
+    m = build_model("yolov7-tiny.yaml", NAMES3)
+    acts = {type(mod.act).__name__ for mod in m.modules() if hasattr(mod, "act") and hasattr(mod, "conv")}
+    assert acts == {"LeakyReLU"}
+    assert sum(isinstance(mod, torch.nn.MaxPool2d) for mod in m.modules()) == 3 + 3  # MP x3, SPPCSPC's 3 pools
+    out = m.eval()(torch.zeros(1, 3, 128, 128))
+    assert out[0].shape[1:] == (4 + 3, (16 * 16 + 8 * 8 + 4 * 4))  # strides 8, 16, 32
+    assert build_model("yolov5n.yaml", NAMES3).model[0].act.__class__.__name__ == "SiLU"  # no leak of the act
+    names = high_precision_layers(m)
+    assert names[0] == "model.0.conv" and all(n.startswith("model.77.") for n in names[1:])

@@ -33,7 +33,7 @@ from yoloq.eval.coco_eval import CocoEvaluator
 from yoloq.methods import build_callbacks
 from yoloq.methods.correction import FrozenBatchNorm
 from yoloq.methods.ema import EMACallback
-from yoloq.models.build import build_model, high_precision_layers, hyperparameters, load_weights
+from yoloq.models.build import build_model, high_precision_layers, hyperparameters, load_weights, model_yaml
 from yoloq.quant import quantize_model
 from yoloq.quant.correction import add_corrections, fold_corrections
 from yoloq.quant.deploy import to_deploy
@@ -112,6 +112,9 @@ def fp_cache_path(cfg, info: DatasetInfo) -> Path:
         "data": info.fingerprint, "names": list(info.names), "imgsz": cfg.data.imgsz, "batch": cfg.trainer.batch,
         "fp": OmegaConf.to_container(cfg.trainer.fp), "augment": OmegaConf.to_container(cfg.trainer.augment),
     }
+    ours = Path(model_yaml(cfg.model.yaml))
+    if ours.is_file():  # a YAML we ship (YOLOv7, -seg): editing it must not reuse a model of the old one
+        key_fields["model_def"] = hashlib.sha1(ours.read_bytes()).hexdigest()
     key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.cache_dir).expanduser() / "fp" / f"{cfg.model.name}-{info.fingerprint}-{key}.pt"
 

@@ -16,16 +16,24 @@ from ultralytics.utils.torch_utils import intersect_dicts
 
 from yoloq.errors import UserError
 
+YAML_DIR = Path(__file__).resolve().parent / "yaml"  # our model YAMLs (YOLOv7, YOLOv5-seg)
+
 
 def hyperparameters(**overrides):
     """ultralytics' default hyperparameters (loss gains, augmentation) with our overrides."""
     return get_cfg(DEFAULT_CFG, overrides)
 
 
+def model_yaml(yaml_name: str) -> str:
+    """One of our YAMLs by name, else the name itself (an ultralytics YAML, or a path)."""
+    ours = YAML_DIR / yaml_name
+    return str(ours) if ours.is_file() else yaml_name
+
+
 def build_model(yaml_name: str, names: tuple[str, ...], hyp=None) -> DetectionModel:
     """An untrained model with `nc = len(names)`; its `args` carry the loss gains ultralytics' loss reads."""
     with contextlib.redirect_stdout(io.StringIO()):  # the YAML parser prints a layer table
-        model = DetectionModel(yaml_name, nc=len(names), verbose=False)
+        model = DetectionModel(model_yaml(yaml_name), nc=len(names), verbose=False)
     model.names = dict(enumerate(names))
     model.args = hyp if hyp is not None else hyperparameters()
     return model
