@@ -45,6 +45,8 @@ def assert_one_line_error(proc, *words):
     (["experiment=paper_grid"], ["unknown experiment 'paper_grid'", "compare_methods"]),
     (["logger=wandb", "logger.wandb.mode=cloud"], ["logger.wandb.mode=cloud", "offline"]),
     (["logger.log_every=0"], ["logger.log_every=0", "positive"]),
+    (["model.task=segment"], ["model.task=segment does not fit yolov5n.yaml", "yolov5n-seg"]),
+    (["model=yolov5n-seg", "model.task=pose"], ["model.task=pose is unknown"]),
 ])
 def test_bad_input_is_one_line(tmp_path, args, words):
     assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)

@@ -86,6 +86,9 @@ def validate(cfg) -> None:
     for key in ("bits", "w_bits", "a_bits"):
         _bits(cfg, key)
     quant_config(cfg)
+    task = cfg.model.get("task", "detect")
+    if task not in ("detect", "segment"):
+        raise UserError(f"model.task={task} is unknown: use detect or segment (a -seg model)")
     if cfg.model.weights and not Path(str(cfg.model.weights)).expanduser().is_file():
         raise UserError(f"model.weights={cfg.model.weights} does not exist: give the path of an ultralytics .pt "
                         "checkpoint, or leave it out to train the FP model here")

@@ -27,6 +27,7 @@ def run(cache, tmp_path, *overrides):
     ("dampen", ["quant.per_channel=true"]), ("freeze_qc", ["quant.per_channel=true"]),
     ("ema_qc", ["quant.per_channel=true", "method.qc.per_channel=false"]),
     ("ema_qc", ["model=yolov7-tiny"]), ("freeze", ["model=yolov7-tiny"]),
+    ("ema_qc", ["model=yolov5n-seg"]), ("dampen", ["model=yolov5n-seg"]),
 ])
 def test_method_runs_end_to_end(cache, tmp_path, method, extra):
     cfg, results = run(cache, tmp_path, f"method={method}", "bits=3", *extra)
@@ -37,6 +38,7 @@ def test_method_runs_end_to_end(cache, tmp_path, method, extra):
     assert "TrackOscillations" in qat["callbacks"]
     assert ("EMACallback" in qat["callbacks"]) == method.startswith("ema")
     assert 0 <= results[1].extra["oscillating_pct"] <= 100
+    assert all(("mask_mAP50-95" in r.metrics) == ("-seg" in cfg.model.name) for r in results)
     per_layer = json.loads((tmp_path / "run" / "oscillations.json").read_text())["per_layer"]
     assert per_layer and all("model.0." not in name for name in per_layer)  # the 8-bit stem is not tracked
     if method.endswith("_qc"):

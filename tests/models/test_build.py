@@ -65,3 +65,15 @@ def test_yolov7_tiny_is_the_v7_structure():
     assert build_model("yolov5n.yaml", NAMES3).model[0].act.__class__.__name__ == "SiLU"  # no leak of the act
     names = high_precision_layers(m)
     assert names[0] == "model.0.conv" and all(n.startswith("model.77.") for n in names[1:])
+
+
+def test_segmentation_model_and_its_8_bit_layers():
+    m = build_model("yolov5n-seg.yaml", NAMES3, task="segment")
+    head = m.model[-1]
+    assert type(head).__name__ == "Segment" and head.nm == 32 and head.npr == 64  # 256 x width 0.25
+    names = high_precision_layers(m)
+    assert "model.24.proto.cv3.conv" in names
+    assert sorted(n for n in names if ".cv4." in n) == [f"model.24.cv4.{i}.2" for i in range(3)]
+    assert len(names) == 1 + 3 * 3 + 1  # stem; box, class and mask-coefficient convs per level; prototypes
+    s = build_model("yolov5s-seg.yaml", NAMES3, task="segment")
+    assert s.model[-1].npr == 128  # the scale letter is read from the name

@@ -33,7 +33,7 @@ from yoloq.eval.coco_eval import CocoEvaluator
 from yoloq.methods import build_callbacks
 from yoloq.methods.correction import FrozenBatchNorm
 from yoloq.methods.ema import EMACallback
-from yoloq.models.build import build_model, high_precision_layers, hyperparameters, load_weights, model_yaml
+from yoloq.models.build import build_model, high_precision_layers, hyperparameters, load_weights, our_yaml_file
 from yoloq.quant import quantize_model
 from yoloq.quant.correction import add_corrections, fold_corrections
 from yoloq.quant.deploy import to_deploy
@@ -80,14 +80,20 @@ class RunData:
                             device=self.device, fraction=fraction, mosaic=mosaic)
 
 
+def model_task(cfg) -> str:
+    """detect, or segment for the -seg models (their conf/model file says so)."""
+    return str(cfg.model.get("task", "detect"))
+
+
 def build_data(cfg, device: torch.device) -> RunData:
     """Prepare the dataset and the pycocotools evaluator of its val split; train loaders are built per stage."""
     info = prepare_dataset(cfg.data, Path(cfg.cache_dir).expanduser() / "data")
-    hyp = hyperparameters(imgsz=cfg.data.imgsz, task="detect", **cfg.trainer.augment)
+    hyp = hyperparameters(imgsz=cfg.data.imgsz, task=model_task(cfg), **cfg.trainer.augment)
     b, w = cfg.trainer.batch, cfg.trainer.workers
     val_loader = build_loader(info, hyp, info.val_split, b * 2, w, train=False, device=device.type)
     evaluator = CocoEvaluator(val_loader, info.annotations(info.val_split), info.category_ids, device,
-                              cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det, progress=cfg.progress)
+                              cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det, progress=cfg.progress,
+                              task=model_task(cfg))
     return RunData(info, hyp, evaluator, b, w, device.type)
 
 
@@ -112,8 +118,8 @@ def fp_cache_path(cfg, info: DatasetInfo) -> Path:
         "data": info.fingerprint, "names": list(info.names), "imgsz": cfg.data.imgsz, "batch": cfg.trainer.batch,
         "fp": OmegaConf.to_container(cfg.trainer.fp), "augment": OmegaConf.to_container(cfg.trainer.augment),
     }
-    ours = Path(model_yaml(cfg.model.yaml))
-    if ours.is_file():  # a YAML we ship (YOLOv7, -seg): editing it must not reuse a model of the old one
+    ours = our_yaml_file(cfg.model.yaml)
+    if ours is not None:  # a YAML we ship (YOLOv7, -seg): editing it must not reuse a model of the old one
         key_fields["model_def"] = hashlib.sha1(ours.read_bytes()).hexdigest()
     key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cfg.cache_dir).expanduser() / "fp" / f"{cfg.model.name}-{info.fingerprint}-{key}.pt"
@@ -131,7 +137,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path,
              run_log: RunLog) -> tuple[torch.nn.Module, StageResult]:
     """The FP model every method starts from: trained once and cached, or loaded from model.weights."""
-    model = build_model(cfg.model.yaml, data.info.names, data.hyp)
+    model = build_model(cfg.model.yaml, data.info.names, data.hyp, model_task(cfg))
     cache = fp_cache_path(cfg, data.info)
     if cache.is_file():
         ckpt = load_checkpoint(cache)
@@ -211,6 +217,14 @@ def soft_round_stage(cfg, data: RunData, model, source: StageResult, run_log: Ru
                        time.time() - start, source.checkpoint, extra={"soft_round": k})
 
 
+def decoded(out) -> torch.Tensor:
+    """The decoded predictions in an eval-mode output: (y, raw) for detection, ((y, protos), raw) for
+    segmentation (there the mask coefficients are part of y)."""
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
+
+
 @torch.no_grad()
 def output_diff(a: torch.nn.Module, b: torch.nn.Module, imgs: torch.Tensor) -> tuple[float, float]:
     """(max, mean) absolute difference of two models' decoded predictions (boxes in pixels, class scores).
@@ -224,8 +238,7 @@ def output_diff(a: torch.nn.Module, b: torch.nn.Module, imgs: torch.Tensor) -> t
     outs = []
     for m in (a, b):
         m.eval()
-        out = m(imgs)
-        outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+        outs.append(decoded(m(imgs)))
     diff = (outs[0] - outs[1]).abs()
     return float(diff.max()), float(diff.mean())
 

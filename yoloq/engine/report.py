@@ -32,12 +32,15 @@ def write_results(results: list[StageResult], path: Path) -> None:
 
 
 def format_table(results: list[StageResult]) -> str:
-    lines = [f"{'stage':<8} | {'bits':<6} | {'mAP50-95':>8} | {'mAP50':>6} | {'time':>9}",
-             f"{'-' * 8}-+-{'-' * 6}-+-{'-' * 8}-+-{'-' * 6}-+-{'-' * 9}"]
+    """One row per stage: box mAP, and mask mAP for segmentation models."""
+    masks = any("mask_mAP50-95" in r.metrics for r in results)
+    cols = [("mAP50-95", 8), ("mAP50", 6)] + ([("mask_mAP50-95", 13), ("mask_mAP50", 10)] if masks else [])
+    lines = [f"{'stage':<8} | {'bits':<6} | " + " | ".join(f"{c:>{w}}" for c, w in cols) + f" | {'time':>9}",
+             f"{'-' * 8}-+-{'-' * 6}-+-" + "-+-".join("-" * w for _, w in cols) + f"-+-{'-' * 9}"]
     for r in results:
         t = f"{r.wall_time_s / 60:.1f} min" + ("*" if r.cached else "")
-        lines.append(f"{r.stage:<8} | {r.bits:<6} | {r.metrics['mAP50-95']:>8.4f} | {r.metrics['mAP50']:>6.4f} | "
-                     f"{t:>9}")
+        values = " | ".join(f"{r.metrics.get(c, float('nan')):>{w}.4f}" for c, w in cols)
+        lines.append(f"{r.stage:<8} | {r.bits:<6} | {values} | {t:>9}")
     if any(r.cached for r in results):
         lines.append("* reused from the FP cache; time of the original training")
     return "\n".join(lines)

@@ -197,8 +197,10 @@ class Trainer:
             last = epoch == r.epochs - 1
             if last or (r.eval_every > 0 and (epoch + 1) % r.eval_every == 0):
                 metrics = self.evaluate(self.eval_model)
-                log.info("%s epoch %d/%d: mAP50-95 %.4f  mAP50 %.4f", self.name, epoch + 1, r.epochs,
-                         metrics["mAP50-95"], metrics["mAP50"])
+                masks = (f"  mask mAP50-95 {metrics['mask_mAP50-95']:.4f}  mask mAP50 {metrics['mask_mAP50']:.4f}"
+                         if "mask_mAP50-95" in metrics else "")
+                log.info("%s epoch %d/%d: mAP50-95 %.4f  mAP50 %.4f%s", self.name, epoch + 1, r.epochs,
+                         metrics["mAP50-95"], metrics["mAP50"], masks)
             self.history.append({"epoch": epoch + 1, **self.loss_items, **metrics})
             self._hook("on_epoch_end", metrics)
         self.epoch = r.epochs

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from yoloq.config import quant_config, resolve_device
 from yoloq.engine.checkpoint import load_checkpoint
-from yoloq.engine.pipeline import build_data
+from yoloq.engine.pipeline import build_data, model_task
 from yoloq.errors import UserError
 from yoloq.eval.coco_eval import finite
 from yoloq.models.build import build_model, high_precision_layers
@@ -22,7 +22,7 @@ log = logging.getLogger("yoloq")
 
 def model_from_checkpoint(ckpt: dict, saved_cfg, names: tuple[str, ...], hyp):
     """The float or quantized model whose state the checkpoint holds (scales come from the state dict)."""
-    model = build_model(saved_cfg.model.yaml, names, hyp)
+    model = build_model(saved_cfg.model.yaml, names, hyp, str(saved_cfg.model.get("task", "detect")))
     if any("quantizer" in k for k in ckpt["model"]):
         quantize_model(model, quant_config(saved_cfg), None, high_precision_layers(model))
         match_state(model, ckpt["model"])  # QC corrections, scales made per-channel by folding
@@ -49,6 +49,9 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
                         "scripts/train.py") from None
     # the model, data and quantization the checkpoint was trained with; device/cache/eval from the command line
     cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
+    if cfg.eval.get("ultralytics_check") and model_task(cfg) != "detect":
+        raise UserError("eval.ultralytics_check compares box mAP with ultralytics' DetectionValidator, for "
+                        "detection models: leave it out for -seg models")
     device = resolve_device(str(cfg.device))
     data = build_data(cfg, device)
     model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torchvision  # noqa: F401  ultralytics' NMS uses torchvision's kernel only once it is imported; its
 # pure-torch fallback is a Python loop that hits the NMS time limit on early models and drops images
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
@@ -19,6 +20,15 @@ from ultralytics.utils import nms, ops
 # COCOeval.stats, in its order
 STAT_NAMES = ("mAP50-95", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+MASKS_PER_IMAGE = 100  # COCOeval scores the 100 best detections of an image: only those get a mask encoded
+
+
+def encode_masks(masks: torch.Tensor) -> list[dict]:
+    """Binary masks [n, h, w] at the original image resolution -> COCO RLE dicts (counts as str, for json)."""
+    rles = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode()
+    return rles
 
 
 def load_coco(path: str | Path) -> COCO:
@@ -46,7 +56,8 @@ class CocoEvaluator:
     """Runs a model over a val dataloader and scores it against the split's COCO json."""
 
     def __init__(self, loader, gt_json: str | Path, category_ids: tuple[int, ...], device: torch.device,
-                 conf: float = 0.001, iou: float = 0.7, max_det: int = 300, progress: bool = True):
+                 conf: float = 0.001, iou: float = 0.7, max_det: int = 300, progress: bool = True,
+                 task: str = "detect"):
         self.loader = loader
         self.gt = load_coco(gt_json)
         self.image_id = {Path(img["file_name"]).name: img["id"] for img in self.gt.dataset["images"]}
@@ -54,29 +65,50 @@ class CocoEvaluator:
         self.device = device
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.progress = progress
+        self.task = task
+        self.nc = len(category_ids)
 
     @torch.no_grad()
     def predict(self, model: torch.nn.Module) -> tuple[list[dict], list[int]]:
-        """COCO result dicts for every image the loader yields, and the ids of those images."""
+        """COCO result dicts for every image the loader yields (with a `segmentation` RLE for segmentation
+        models), and the ids of those images."""
         was_training = model.training
         model.eval()
         results, seen = [], []
         bar = tqdm(self.loader, desc="eval", unit="batch", leave=False, disable=not self.progress)
         for batch in bar:
             imgs = batch["img"].to(self.device, non_blocking=True).float() / 255
-            out = model(imgs)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            dets = nms.non_max_suppression(out, self.conf, self.iou, multi_label=True, max_det=self.max_det)
+            out = model(imgs)  # eval mode: (decoded, raw), or ((decoded, protos), raw) for segmentation
+            if self.task == "segment":
+                out, protos = out[0]
+            else:
+                out, protos = (out[0] if isinstance(out, (tuple, list)) else out), None
+            dets = nms.non_max_suppression(out, self.conf, self.iou, multi_label=True, max_det=self.max_det,
+                                           nc=self.nc)
             for i, det in enumerate(dets):
                 image_id = self.image_id[Path(batch["im_file"][i]).name]
                 seen.append(image_id)
                 if not len(det):
                     continue
-                boxes = ops.scale_boxes(imgs.shape[2:], det[:, :4].clone(), batch["ori_shape"][i],
-                                        ratio_pad=batch["ratio_pad"][i])
-                results.extend(self._to_coco(image_id, boxes.cpu(), det[:, 4].cpu(), det[:, 5].cpu()))
+                ori_shape, ratio_pad = batch["ori_shape"][i], batch["ratio_pad"][i]
+                boxes = ops.scale_boxes(imgs.shape[2:], det[:, :4].clone(), ori_shape, ratio_pad=ratio_pad)
+                rows = self._to_coco(image_id, boxes.cpu(), det[:, 4].cpu(), det[:, 5].cpu())
+                if protos is not None:
+                    rows = rows[:MASKS_PER_IMAGE]  # NMS sorts by score
+                    det = det[:MASKS_PER_IMAGE]
+                    masks = self._masks(protos[i], det, imgs.shape[2:], ori_shape, ratio_pad)
+                    for row, rle in zip(rows, encode_masks(masks)):
+                        row["segmentation"] = rle
+                results.extend(rows)
         model.train(was_training)
         return results, seen
+
+    @staticmethod
+    def _masks(protos, det, input_shape, ori_shape, ratio_pad) -> torch.Tensor:
+        """Each detection's mask (prototypes x its coefficients, cropped to its box) at the letterboxed input
+        size, then with the padding removed and resized to the original image: binary [n, h0, w0]."""
+        masks = ops.process_mask(protos, det[:, 6:], det[:, :4], input_shape, upsample=True)
+        return ops.scale_masks(masks[None], ori_shape, ratio_pad=ratio_pad)[0] > 0.5
 
     def _to_coco(self, image_id: int, xyxy: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor) -> list[dict]:
         xywh = xyxy.clone()
@@ -86,10 +118,16 @@ class CocoEvaluator:
                  "score": round(float(s), 5)} for b, s, c in zip(xywh, scores, cats)]
 
     def __call__(self, model: torch.nn.Module, save_json: str | Path | None = None) -> dict:
+        """Box metrics (mAP50-95, mAP50, ...); segmentation models add the mask metrics as mask_mAP50-95, ..."""
         results, seen = self.predict(model)
         if save_json is not None:
             Path(save_json).write_text(json.dumps(results))
-        return coco_metrics(self.gt, results, img_ids=seen)
+        boxes = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+        metrics = coco_metrics(self.gt, boxes, img_ids=seen)
+        if self.task == "segment":
+            segm = coco_metrics(self.gt, results, img_ids=seen, iou_type="segm")
+            metrics.update({f"mask_{k}": v for k, v in segm.items()})
+        return metrics
 
 
 def ground_truth_as_results(gt: COCO) -> list[dict]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 from ultralytics.cfg import get_cfg
-from ultralytics.nn.modules.head import Detect
-from ultralytics.nn.tasks import DetectionModel
+from ultralytics.nn.modules.head import Detect, Segment
+from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import intersect_dicts
 
@@ -24,16 +25,33 @@ def hyperparameters(**overrides):
     return get_cfg(DEFAULT_CFG, overrides)
 
 
+TASKS = {"detect": DetectionModel, "segment": SegmentationModel}
+
+
+def our_yaml_file(yaml_name: str) -> Path | None:
+    """The file of one of our YAMLs, or None for ultralytics' own. yolov5n-seg.yaml is yolov5-seg.yaml at
+    scale n, the way ultralytics reads its yolov5n.yaml."""
+    unscaled = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(yaml_name).stem) + ".yaml"
+    for name in (yaml_name, unscaled):
+        if (YAML_DIR / name).is_file():
+            return YAML_DIR / name
+    return None
+
+
 def model_yaml(yaml_name: str) -> str:
-    """One of our YAMLs by name, else the name itself (an ultralytics YAML, or a path)."""
-    ours = YAML_DIR / yaml_name
-    return str(ours) if ours.is_file() else yaml_name
+    """What ultralytics is given: the path in our YAML folder (it finds the scale from the name) or the name."""
+    return str(YAML_DIR / yaml_name) if our_yaml_file(yaml_name) else yaml_name
 
 
-def build_model(yaml_name: str, names: tuple[str, ...], hyp=None) -> DetectionModel:
+def build_model(yaml_name: str, names: tuple[str, ...], hyp=None, task: str = "detect") -> DetectionModel:
     """An untrained model with `nc = len(names)`; its `args` carry the loss gains ultralytics' loss reads."""
+    if task not in TASKS:
+        raise UserError(f"model.task={task} is unknown: use detect or segment")
     with contextlib.redirect_stdout(io.StringIO()):  # the YAML parser prints a layer table
-        model = DetectionModel(model_yaml(yaml_name), nc=len(names), verbose=False)
+        model = TASKS[task](model_yaml(yaml_name), nc=len(names), verbose=False)
+    if isinstance(model.model[-1], Segment) != (task == "segment"):
+        raise UserError(f"model.task={task} does not fit {yaml_name}, whose head is {type(model.model[-1]).__name__}: "
+                        "use model=yolov5n-seg (or another -seg model) for segmentation, and task=detect otherwise")
     model.names = dict(enumerate(names))
     model.args = hyp if hyp is not None else hyperparameters()
     return model
@@ -81,9 +99,12 @@ def detect_head(model: nn.Module) -> Detect:
 
 
 def high_precision_layers(model: nn.Module) -> list[str]:
-    """The paper's first and last layers: the stem conv and the head's final prediction convs."""
+    """The paper's first and last layers: the stem conv and the head's final prediction convs (boxes, classes,
+    and for segmentation the mask coefficients and the prototypes' output conv)."""
     names = {id(m): n for n, m in model.named_modules()}
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     head = detect_head(model)
     last = [branch[-1] for heads in head.one2many.values() for branch in heads]
+    if isinstance(head, Segment):
+        last.append(head.proto.cv3.conv)
     return [names[id(first)]] + [names[id(m)] for m in last]
