@@ -57,7 +57,7 @@ def oscillation_history(series: dict, threshold: float = 0.005) -> Figure:
         pad = 0.5 if steps[0] == steps[-1] else 0.0  # one sample still gets a visible column
         image = heat.imshow(shares, aspect="auto", interpolation="nearest", cmap="magma",
                             extent=(steps[0] - pad, steps[-1] + pad, len(series["layers"]) - 0.5, -0.5))
-        fig.colorbar(image, ax=heat, label="% oscillating")
+        fig.colorbar(image, ax=[top, heat], label="% oscillating")  # both axes shrink alike: steps line up
     heat.set_yticks(range(len(series["layers"])), [_short(n) for n in series["layers"]], fontsize=6)
     heat.set(xlabel="QAT step", ylabel="layer")
     return fig
