@@ -47,3 +47,21 @@ def test_cli_writes_files_and_rejects_empty(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nothing")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mask_metric_of_seg_runs(tmp_path):
+    fake_run(tmp_path / "det", "lsq", 4, 0, 0.40)
+    seg = tmp_path / "seg"
+    fake_run(seg, "lsq", 4, 0, 0.30)
+    rows = json.loads((seg / "results.json").read_text())
+    for r in rows:
+        r["metrics"].update({"mask_mAP50-95": r["metrics"]["mAP50-95"] / 2, "mask_mAP50": 0.0})
+    (seg / "results.json").write_text(json.dumps(rows))
+    rows = collect([tmp_path / "det", seg])
+    assert "| lsq | 15.0 ± nan (n=1) |" in markdown_table(rows, "mask_mAP50-95")  # the seg run only
+    assert "| lsq | 35.0 ± 7.1 (n=2) |" in markdown_table(rows)  # box mAP of both
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(seg), "--metric",
+                           "mask_mAP50-95", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
+    assert header == "run,label,bits,seed,mAP50-95,mAP50,mask_mAP50-95,mask_mAP50"

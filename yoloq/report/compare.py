@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from yoloq.track.plots import method_comparison, save
 
+METRICS = ("mAP50-95", "mAP50", "mask_mAP50-95", "mask_mAP50")  # box, and mask for -seg runs
 ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "ema+QC"]
 
 
@@ -25,8 +26,8 @@ def _rows_of_run(run: Path) -> list[dict]:
         base = r["method"].removesuffix("_qc")
         label = {"qat": base, "folded": f"{base}+QC", "fp": "FP"}.get(r["stage"])
         if label is not None:
-            rows.append({"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed,
-                         "mAP50-95": r["metrics"]["mAP50-95"], "mAP50": r["metrics"]["mAP50"]})
+            metrics = {k: r["metrics"][k] for k in METRICS if r["metrics"].get(k) is not None}
+            rows.append({"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed, **metrics})
     return rows
 
 
@@ -47,6 +48,7 @@ def _cell(values: list[float]) -> str:
 
 def grid(rows: list[dict], metric: str = "mAP50-95"):
     """(cells {(label, bits): values over seeds}, labels in paper order, bits high to low, FP values)."""
+    rows = [r for r in rows if metric in r]
     cells = defaultdict(list)
     for r in rows:
         if r["label"] != "FP":
@@ -74,7 +76,7 @@ def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
     table = markdown_table(rows, metric)
     (out / "compare.md").write_text(table + "\n")
     with open(out / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask
         writer.writeheader()
         writer.writerows(rows)
     save(method_comparison(*grid(rows, metric), metric=metric), out / "compare.png")
