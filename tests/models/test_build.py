@@ -75,5 +75,12 @@ def test_segmentation_model_and_its_8_bit_layers():
     assert "model.24.proto.cv3.conv" in names
     assert sorted(n for n in names if ".cv4." in n) == [f"model.24.cv4.{i}.2" for i in range(3)]
     assert len(names) == 1 + 3 * 3 + 1  # stem; box, class and mask-coefficient convs per level; prototypes
+    from yoloq.quant import QuantConfig, QuantConv2d, QuantConvTranspose2d, quantize_model
+
+    quantize_model(m, QuantConfig(w_bits=3, a_bits=3), None, names)
+    proto = head.proto
+    assert isinstance(proto.upsample, QuantConvTranspose2d) and proto.upsample.weight_quantizer.bits == 3
+    assert isinstance(proto.cv1.conv, QuantConv2d) and proto.cv1.conv.w_bits == 3
+    assert proto.cv3.conv.w_bits == 8 and head.cv4[0][2].w_bits == 8 and head.cv4[0][0].conv.w_bits == 3
     s = build_model("yolov5s-seg.yaml", NAMES3, task="segment")
     assert s.model[-1].npr == 128  # the scale letter is read from the name

@@ -10,10 +10,14 @@ from torch import nn
 from .config import QuantConfig, QuantConfigError
 from .lsq import LSQQuantizer
 from .qconv import QuantConv2d
+from .qconv_transpose import QuantConvTranspose2d
+
+
+QUANTIZED = {nn.Conv2d: QuantConv2d, nn.ConvTranspose2d: QuantConvTranspose2d}
 
 
 def _quantizable_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """Every name of every conv to quantize, in registration order.
+    """Every name of every conv (and transposed conv) to quantize, in registration order.
 
     Exact type only: a Conv2d subclass may change forward, which the copy would silently lose.
     Convs whose weight is frozen (e.g. a fixed projection) are not trained, so stay float.
@@ -21,7 +25,7 @@ def _quantizable_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
     return {
         name: m
         for name, m in model.named_modules(remove_duplicate=False)
-        if type(m) is nn.Conv2d and m.weight.requires_grad
+        if type(m) in QUANTIZED and m.weight.requires_grad
     }
 
 
@@ -43,7 +47,8 @@ def quantize_model(
     *,
     forward: Callable[[nn.Module, object], object] | None = None,
 ) -> nn.Module:
-    """Replaces, in place, every trainable nn.Conv2d with a QuantConv2d and returns the model.
+    """Replaces, in place, every trainable nn.Conv2d with a QuantConv2d (nn.ConvTranspose2d with a
+    QuantConvTranspose2d) and returns the model.
 
     high_precision: module names (as in named_modules) quantized at config.first_last_bits;
     None means the first and the last quantizable conv in registration order. Convs with
@@ -70,7 +75,7 @@ def quantize_model(
     for conv in convs.values():
         if id(conv) not in replacements:
             w_bits, a_bits = config.for_layer(id(conv) in high)
-            replacements[id(conv)] = QuantConv2d.from_float(conv, w_bits, a_bits, config)
+            replacements[id(conv)] = QUANTIZED[type(conv)].from_float(conv, w_bits, a_bits, config)
     model = _swap(model, replacements)
     if calib_batches is not None:
         calibrate(model, calib_batches, forward)
@@ -90,7 +95,7 @@ def calibrate(
     """
     weight_quantizers = set()
     for m in model.modules():
-        if isinstance(m, QuantConv2d) and m.weight_quantizer is not None:
+        if isinstance(m, (QuantConv2d, QuantConvTranspose2d)) and m.weight_quantizer is not None:
             m.weight_quantizer.init_from(m.weight)
             weight_quantizers.add(id(m.weight_quantizer))
     observed = [(name, q) for name, q in iter_quantizers(model) if id(q) not in weight_quantizers]
@@ -139,8 +144,10 @@ def quant_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def dequantize_model(model: nn.Module) -> nn.Module:
-    """Replaces, in place, every QuantConv2d with a float nn.Conv2d holding its latent weights."""
-    replacements = {id(m): m.to_float() for m in model.modules() if isinstance(m, QuantConv2d)}
+    """Replaces, in place, every QuantConv2d (QuantConvTranspose2d) with a float nn.Conv2d (nn.ConvTranspose2d)
+    holding its latent weights."""
+    replacements = {id(m): m.to_float() for m in model.modules()
+                    if isinstance(m, (QuantConv2d, QuantConvTranspose2d))}
     return _swap(model, replacements)
 
 
