@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import QuantConfig
 from .lsq import LSQQuantizer
-from .qconv import _ACT_SIGNED
+from .qconv import _ACT_SIGNED, _copy_parameters
 
 
 class QuantConvTranspose2d(nn.ConvTranspose2d):
@@ -41,12 +41,12 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
                    config: QuantConfig) -> "QuantConvTranspose2d":
         """A quantized copy of conv (same values, no shared tensors)."""
         qconv = cls(**_hyperparameters(conv), w_bits=w_bits, a_bits=a_bits, config=config)
-        _copy(conv, qconv)
+        _copy_parameters(conv, qconv)
         return qconv.train(conv.training)
 
     def to_float(self) -> nn.ConvTranspose2d:
         conv = nn.ConvTranspose2d(**_hyperparameters(self))
-        _copy(self, conv)
+        _copy_parameters(self, conv)
         return conv.train(self.training)
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
@@ -65,11 +65,3 @@ def _hyperparameters(conv: nn.ConvTranspose2d) -> dict:
                 bias=conv.bias is not None, dilation=conv.dilation, padding_mode=conv.padding_mode,
                 device=conv.weight.device, dtype=conv.weight.dtype)
 
-
-@torch.no_grad()
-def _copy(src: nn.ConvTranspose2d, dst: nn.ConvTranspose2d) -> None:
-    dst.weight.copy_(src.weight)
-    dst.weight.requires_grad_(src.weight.requires_grad)
-    if src.bias is not None:
-        dst.bias.copy_(src.bias)
-        dst.bias.requires_grad_(src.bias.requires_grad)
