@@ -4,14 +4,11 @@ single runs do not call it."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
 from yoloq.report.compare import collect, write_report
-
-log = logging.getLogger("yoloq")
 
 
 class CompareRuns(Callback):

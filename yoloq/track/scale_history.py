@@ -9,7 +9,7 @@ from yoloq.engine.hooks import Callback
 from yoloq.quant import QuantConv2d
 
 
-def scale_params(model) -> dict[str, torch.Tensor]:
+def scale_params(model) -> dict[str, tuple[torch.Tensor, int]]:
     """'w/<conv>' and 'a/<conv>' -> the quantizer's scale parameter, with the quantizer's bit width."""
     out = {}
     for name, m in model.named_modules():
