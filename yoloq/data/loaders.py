@@ -1,4 +1,5 @@
-"""ultralytics' YOLO dataset and dataloader (mosaic, affine, HSV, albumentations) on a prepared folder."""
+"""ultralytics' YOLO dataset (mosaic, affine, HSV, albumentations) on a prepared folder: ultralytics'
+dataloader for evaluation, our EpochLoader (resumable, sharded under torchrun) for training."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import logging
 
 from ultralytics.data.build import build_dataloader, build_yolo_dataset
 
+from yoloq.data.epoch_loader import EpochLoader
 from yoloq.data.prepare import DatasetInfo, count_images
+from yoloq.engine import distributed
 
 log = logging.getLogger("yoloq")
 
 
 def build_loader(info: DatasetInfo, hyp, split: str, batch: int, workers: int, train: bool, device: str = "cpu",
-                 fraction: float = 1.0, mosaic: bool = True):
+                 fraction: float = 1.0, mosaic: bool = True, seed: int = 0):
     """A dataloader over `split` (or a random `fraction` of it); augmentation only when `train`, mosaic
-    only when `mosaic`. Skipped corrupt images are reported."""
+    only when `mosaic`. Skipped corrupt images are reported. A training loader shuffles by `seed` and, under
+    torchrun, yields this rank's share of `batch` (the global batch) per step."""
     hyp = copy.copy(hyp)  # the dataset keeps and may change (close_mosaic) its namespace: never share it
     if not mosaic:
         hyp.mosaic = hyp.mixup = hyp.copy_paste = hyp.cutmix = 0.0
@@ -28,4 +32,8 @@ def build_loader(info: DatasetInfo, hyp, split: str, batch: int, workers: int, t
     if skipped > 0 and fraction >= 1.0:
         log.warning("%s/%s: skipped %d corrupt or unreadable image(s); they are left out of training and "
                     "evaluation", info.name, split, skipped)
-    return build_dataloader(dataset, batch, workers, shuffle=train, rank=-1, device=device)
+    if train:
+        world = distributed.world_size()
+        return EpochLoader(dataset, batch // world, workers, seed, distributed.rank(), world,
+                           pin_memory=device.startswith("cuda"))
+    return build_dataloader(dataset, batch, workers, shuffle=False, rank=-1, device=device)

@@ -1,0 +1,104 @@
+"""The training loader: epoch e's sample order and augmentation randomness are a function of (seed, e) alone,
+so a run resumed at an epoch boundary sees exactly the data an uninterrupted run would have seen, and a run
+resumed mid-epoch continues the same order where it stopped. Under torchrun each rank takes its share of
+the epoch's order (like DistributedSampler). Workers are started per epoch (ultralytics' persistent loader
+would prefetch into the next epoch with the previous epoch's random state)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import signal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from ultralytics.data.build import seed_worker
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed per (run seed, epoch); neighbouring epochs get unrelated streams."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{epoch}".encode()).digest()[:8], "little") >> 1
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's indices of one epoch, after the batches already trained in it (`skip_batches`)."""
+
+    def __init__(self, n: int, batch: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.shuffle, self.seed, self.rank, self.world = n, batch, shuffle, seed, rank, world
+        self.per_rank = math.ceil(n / world)
+        self.epoch, self.skip_batches = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        order += order[: self.per_rank * self.world - self.n]  # every rank gets as many samples (and steps)
+        return order[self.rank::self.world][self.skip_batches * self.batch:]
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.skip_batches * self.batch, 0)
+
+
+def init_worker(worker_id: int) -> None:
+    """A loader worker leaves stop signals to the training process: torchrun and SLURM signal every process of
+    the job, and a worker dying of SIGTERM would crash the run before it writes its checkpoint."""
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
+def clear_mosaic_buffer(dataset) -> None:
+    """ultralytics keeps recently loaded images for mosaic partners: that memory of earlier epochs is state a
+    checkpoint does not hold, so each epoch starts without it."""
+    for j in getattr(dataset, "buffer", []):
+        dataset.ims[j], dataset.im_hw0[j], dataset.im_hw[j] = None, None, None
+    if hasattr(dataset, "buffer"):
+        dataset.buffer.clear()
+
+
+class EpochLoader:
+    """Iterates one epoch per `iter()`; call `set_epoch(epoch, skip_batches)` before each."""
+
+    def __init__(self, dataset, batch: int, workers: int, seed: int, rank: int = 0, world: int = 1,
+                 shuffle: bool = True, pin_memory: bool = False):
+        self.dataset, self.batch, self.seed = dataset, batch, seed
+        self.sampler = EpochSampler(len(dataset), batch, shuffle, seed, rank, world)
+        self.generator = torch.Generator()
+        workers = min(os.cpu_count() or 1, workers)
+        self.loader = DataLoader(dataset, batch_size=batch, sampler=self.sampler, num_workers=workers,
+                                 collate_fn=getattr(dataset, "collate_fn", None), worker_init_fn=init_worker,
+                                 generator=self.generator, pin_memory=pin_memory,
+                                 prefetch_factor=4 if workers else None)
+        self.batches_per_epoch = math.ceil(self.sampler.per_rank / batch)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        seed = epoch_seed(self.seed, epoch)
+        self.sampler.set_epoch(epoch, skip_batches)
+        self.generator.manual_seed(seed)  # the workers' seeds (their augmentation streams)
+        if skip_batches == 0:  # mid-epoch, the checkpoint's restored random state is the better continuation
+            # augmentation in this process when workers=0; ultralytics reseeds albumentations' own generator
+            # whenever torch's initial seed changes
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+        clear_mosaic_buffer(self.dataset)
+
+    def reset(self) -> None:
+        """Workers start per epoch, so a changed dataset (close_mosaic) is picked up by the next epoch."""
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self):
+        return iter(self.loader)
