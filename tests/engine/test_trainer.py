@@ -90,5 +90,5 @@ def test_nan_loss_stops_the_stage_with_a_clear_message():
     model = build_model("yolov5n.yaml", ("a", "b"))
     trainer = Trainer("qat", model, fake_batches(), no_eval, Recipe(epochs=1), torch.device("cpu"), [Poison()],
                       progress=False)
-    with pytest.raises(UserError, match="loss became nan at epoch 1, step 1"):
+    with pytest.raises(UserError, match="loss became nan at epoch 1, step 2"):
         trainer.fit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -17,10 +18,12 @@ def save_atomic(obj, path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path} ({e.strerror or e}): free disk space or fix the "
-                        "folder's permissions, then resume") from None
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise UserError(f"could not write checkpoint {path} ({reason}): free disk space or fix the folder's "
+                        "permissions, then resume (the previous checkpoint, if any, is intact)") from None
     return path
 
 

@@ -1,6 +1,8 @@
-"""One training loop for every stage (FP, QAT, ...): ultralytics' loss on ultralytics' dataloader,
+"""One training loop for every stage (FP, QAT, ...): ultralytics' loss on ultralytics' dataset,
 SGD with YOLOv5's warm-up and linear schedule for the weights, Adam for quantization parameters,
-AMP on CUDA, evaluation each epoch, and named hooks (engine/hooks.py) where methods plug in."""
+AMP on CUDA, DDP under torchrun, evaluation each epoch, and named hooks (engine/hooks.py) where methods
+plug in. Its whole state (state_dict) goes into a checkpoint after every epoch and on a stop signal, and
+a Trainer built with that state continues exactly where it stopped."""
 
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ import time
 from dataclasses import dataclass, fields
 from typing import Callable
 
+import random
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from yoloq.engine import distributed
 from yoloq.engine.hooks import Callback
+from yoloq.engine.preemption import Preempted, StopSignal
 from yoloq.errors import UserError
 from yoloq.quant import LSQQuantizer
 
@@ -66,21 +74,94 @@ def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class Trainer:
+    """`checkpoint(trainer) -> path` writes the trainer's state (called on rank 0 after every epoch and on a
+    stop signal); `state` is such a state to continue from; `stop` is the run's StopSignal."""
+
     def __init__(self, name: str, model: nn.Module, loader, evaluate: Callable[[nn.Module], dict],
                  recipe: Recipe, device: torch.device, callbacks: list[Callback] = (), hyp=None,
-                 progress: bool = True):
+                 progress: bool = True, checkpoint: Callable[["Trainer"], Path] | None = None,
+                 stop: StopSignal | None = None, state: dict | None = None):
         self.name, self.model, self.loader, self.evaluate = name, model.to(device), loader, evaluate
         self.recipe, self.device, self.callbacks, self.hyp = recipe, device, list(callbacks), hyp
-        self.progress = progress
+        self.progress = progress and distributed.is_main()
+        self.checkpoint, self.stop = checkpoint, stop or StopSignal()
+        self.last_checkpoint: Path | None = None
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.epoch = 0
+        self.epoch = 0  # epochs completed (during an epoch: the one running)
+        self.batch = 0  # batches completed in the running epoch
         self.step = 0  # optimizer steps taken in this stage
         self.total_steps = max(len(loader) * recipe.epochs, 1)
         self.history: list[dict] = []
         self.loss_items: dict = {}
+        self.last_metrics: dict = {}
+        self.mosaic_closed = False
+        self.wall_time = 0.0
+        self.replica_fingerprints: list[str] = []
         self._build_optimizers()
+        self._callback_state = None
+        if state is not None:
+            self.load_state_dict(state)
+        # DDP averages gradients over ranks; its constructor broadcasts rank 0's parameters and buffers
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                    if distributed.world_size() > 1 else None)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything needed to continue: model, optimizers, AMP scaler, callbacks (EMA, trackers, ...),
+        counters, history and random states."""
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "history": self.history,
+                "metrics": self.last_metrics, "loss_items": self.loss_items, "mosaic_closed": self.mosaic_closed,
+                "wall_time": self.wall_time + self._elapsed(), "model": self.model.state_dict(),
+                "optimizers": [opt.state_dict() for opt in self.optimizers], "scaler": self.scaler.state_dict(),
+                "callbacks": self.callback_states(), "rng": rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise UserError(f"{self.name}: the checkpoint has {len(state['optimizers'])} optimizer(s), this stage "
+                            f"{len(self.optimizers)}: it was written by a different configuration; start a new run")
+        self.model.load_state_dict(state["model"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.history, self.last_metrics = state["history"], state["metrics"]
+        self.loss_items, self.mosaic_closed = state["loss_items"], state["mosaic_closed"]
+        self.wall_time = state["wall_time"]
+        set_rng_state(state["rng"])
+        self._callback_state = state["callbacks"]  # loaded once the callbacks have set up (on_stage_start)
+
+    def _elapsed(self) -> float:
+        return time.time() - self._started if getattr(self, "_started", None) else 0.0
+
+    def _save(self) -> None:
+        if self.checkpoint is not None and distributed.is_main():
+            self.last_checkpoint = self.checkpoint(self)
+
+    def _stop_now(self, save: bool = True) -> None:
+        """Write the state (unless just written) and stop after a stop signal: every rank leaves together."""
+        if save:
+            self._save()
+        distributed.barrier()
+        where = f"; resumable checkpoint {self.last_checkpoint}" if self.last_checkpoint else ""
+        raise Preempted(f"{self.name} stopped by {self.stop.name or 'a signal'} after {self.epoch} epoch(s) and "
+                        f"{self.batch} batch(es){where}", self.last_checkpoint)
 
     # ------------------------------------------------------------------ set-up
     def _build_optimizers(self) -> None:
@@ -142,21 +223,38 @@ class Trainer:
         return self.model
 
     # ------------------------------------------------------------------ the loop
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task loss of a batch and its parts. Under DDP each rank's loss covers its share of the global
+        batch and DDP averages gradients, so the loss is scaled by the world size (as for the global batch)."""
+        if self.ddp is None:
+            loss, items = self.model.loss(batch)
+            return loss.sum(), items
+        loss, items = self.ddp(batch)  # ultralytics models compute the loss when called with a dict
+        return loss.sum() * distributed.world_size(), items
+
     def _train_step(self, batch: dict) -> None:
         imgs = batch["img"].to(self.device, non_blocking=True).float() / 255
         targets = {k: batch[k].to(self.device) for k in ("batch_idx", "cls", "bboxes")}
         if "masks" in batch:
             targets["masks"] = batch["masks"].to(self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
-            loss, items = self.model.loss({**targets, "img": imgs})
-            loss = loss.sum()
+            loss, items = self.loss({**targets, "img": imgs})
             for cb in self.callbacks:
                 extra = cb.extra_loss(self)
                 if extra is not None:
                     loss = loss + extra
-        if not torch.isfinite(loss):
+        bad = not torch.isfinite(loss)
+        stop = self.stop.requested
+        if self.ddp is not None:  # one small all-reduce: every rank stops at the same step
+            bad, stop = distributed.any_rank(bad, stop)
+        if bad:
+            kept = (f"the last good checkpoint {self.last_checkpoint} (after epoch {self.epoch}) is kept: continue "
+                    f"from it with resume=<run folder> and a lower learning rate" if self.last_checkpoint else
+                    "lower the learning rate")
             raise UserError(f"{self.name}: the loss became {loss.item()} at epoch {self.epoch + 1}, step "
-                            f"{self.step}: lower the learning rate (lr0={self.recipe.lr0}) or check the data")
+                            f"{self.step + 1}; the stage stopped and {kept} (lr0={self.recipe.lr0}), or check the data")
+        if stop:
+            self._stop_now()
         self.scaler.scale(loss).backward()
         for opt in self.optimizers:
             self.scaler.unscale_(opt)
@@ -171,41 +269,70 @@ class Trainer:
         self._hook("on_step_end")
         self.loss_items = {k: float(v) for k, v in items.items()}
 
+    def _evaluate(self) -> dict:
+        """Rank 0 evaluates (pycocotools needs every prediction in one place); the others receive its numbers."""
+        return distributed.from_main(lambda: self.evaluate(self.eval_model))
+
+    def _sync_replicas(self) -> None:
+        """DDP keeps parameters equal; BN statistics (and the EMA's copies of them) follow each rank's data, so
+        rank 0's are broadcast before evaluating and saving."""
+        if self.ddp is None:
+            return
+        distributed.broadcast_state(self.model, buffers_only=True)
+        if self.eval_model is not self.model:
+            distributed.broadcast_state(self.eval_model, buffers_only=True)
+
     def fit(self) -> dict:
         r = self.recipe
         nb = len(self.loader)
         n_warm = max(round(r.warmup_epochs * nb), 100) if r.warmup_epochs > 0 else -1
-        start = time.time()
+        self._started = time.time()
         self._hook("on_stage_start")
-        metrics: dict = {}
+        if self._callback_state is not None:
+            self.load_callback_states(self._callback_state)
+            self._callback_state = None
+        metrics: dict = self.last_metrics
         for epoch in range(self.epoch, r.epochs):
             self.epoch = epoch
-            if r.close_mosaic and epoch == r.epochs - r.close_mosaic and self.hyp is not None:
+            if r.close_mosaic and epoch >= r.epochs - r.close_mosaic and self.hyp is not None and not self.mosaic_closed:
                 # a copy: close_mosaic writes into the namespace, which the model's loss gains also read
                 self.loader.dataset.close_mosaic(copy.copy(self.hyp))
-                self.loader.reset()  # persistent workers hold the old transforms
+                self.loader.reset()  # a persistent loader's workers hold the old transforms
+                self.mosaic_closed = True
+            if hasattr(self.loader, "set_epoch"):
+                self.loader.set_epoch(epoch, self.batch)
             for pg in self.optimizer.param_groups:
                 pg["lr"] = pg["initial_lr"] * self._lr_factor(epoch)
             self.model.train()
             self._hook("on_epoch_start")
-            bar = tqdm(self.loader, total=nb, desc=f"{self.name} {epoch + 1}/{r.epochs}", unit="batch",
-                       disable=not self.progress)
-            for i, batch in enumerate(bar):
+            bar = tqdm(self.loader, total=nb, initial=self.batch, desc=f"{self.name} {epoch + 1}/{r.epochs}",
+                       unit="batch", disable=not self.progress)
+            for i, batch in enumerate(bar, start=self.batch):
                 self._warmup(epoch * nb + i, n_warm)
                 self._train_step(batch)
+                self.batch = i + 1
                 bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in self.loss_items.items()})
+            self._sync_replicas()
             last = epoch == r.epochs - 1
             if last or (r.eval_every > 0 and (epoch + 1) % r.eval_every == 0):
-                metrics = self.evaluate(self.eval_model)
+                metrics = self._evaluate()
                 masks = (f"  mask mAP50-95 {metrics['mask_mAP50-95']:.4f}  mask mAP50 {metrics['mask_mAP50']:.4f}"
                          if "mask_mAP50-95" in metrics else "")
                 log.info("%s epoch %d/%d: mAP50-95 %.4f  mAP50 %.4f%s", self.name, epoch + 1, r.epochs,
                          metrics["mAP50-95"], metrics["mAP50"], masks)
             self.history.append({"epoch": epoch + 1, **self.loss_items, **metrics})
             self._hook("on_epoch_end", metrics)
+            self.epoch, self.batch, self.last_metrics = epoch + 1, 0, metrics
+            self._save()
+            if distributed.any_rank(self.stop.requested)[0]:  # e.g. a signal during the evaluation
+                self._stop_now(save=False)
         self.epoch = r.epochs
+        self.replica_fingerprints = distributed.gather_fingerprints(self.model)
+        if len(set(self.replica_fingerprints)) > 1:
+            raise RuntimeError(f"{self.name}: DDP replicas diverged (parameter fingerprints {self.replica_fingerprints})")
         self._hook("on_stage_end")
-        self.wall_time = time.time() - start
+        self.wall_time += self._elapsed()
+        self._started = None
         if not metrics:  # zero epochs: still report where the stage stands
-            metrics = self.evaluate(self.eval_model)
+            metrics = self._evaluate()
         return metrics

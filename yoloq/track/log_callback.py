@@ -22,6 +22,13 @@ class LogMetrics(Callback):
     def on_stage_start(self, trainer) -> None:
         self._offset = self.run_log.step
 
+    def state_dict(self) -> dict:
+        return {"offset": self._offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A resumed stage keeps the global step at which it first started."""
+        self._offset = state["offset"]
+
     def on_step_end(self, trainer) -> None:
         self.run_log.step = self._offset + trainer.step
         if trainer.step % self.run_log.log_every:

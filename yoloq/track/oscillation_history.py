@@ -36,6 +36,16 @@ class OscillationHistory(Callback):
         self._shares.append(torch.stack([(t.freq > thr).float().mean() for t in trackers]))
         self._freqs.append(torch.stack([t.freq.mean() for t in trackers]))
 
+    def state_dict(self) -> dict:
+        return {"steps": list(self.steps), "shares": [t.cpu() for t in self._shares],
+                "freqs": [t.cpu() for t in self._freqs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        dev = self.tracking.pairs[0][2].freq.device if self.tracking.pairs else "cpu"
+        self.steps = list(state["steps"])
+        self._shares = [t.to(dev) for t in state["shares"]]
+        self._freqs = [t.to(dev) for t in state["freqs"]]
+
     def series(self) -> dict:
         """steps, layers, per-layer % oscillating and mean frequency [steps x layers], overall % oscillating."""
         if not self.steps:

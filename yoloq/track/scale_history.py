@@ -58,6 +58,18 @@ class ScaleHistory(Callback):
         self.steps[i] = trainer.step
         self._n += 1
 
+    def state_dict(self) -> dict:
+        return {"n": self._n, "steps": self.steps.clone(), "raw": None if self._raw is None else self._raw.cpu(),
+                "ema": None if self._ema is None else self._ema.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """After on_stage_start, which sized the buffers for this model."""
+        self._n, self.steps = state["n"], state["steps"].clone()
+        if state["raw"] is not None and self._raw is not None:
+            self._raw.copy_(state["raw"])
+        if state["ema"] is not None and self._ema is not None:
+            self._ema.copy_(state["ema"])
+
     def series(self) -> dict:
         """steps, names, bits, raw [steps x quantizers], ema (or None), in step order."""
         n = min(self._n, self.window)
