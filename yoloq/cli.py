@@ -1,13 +1,20 @@
-"""Hydra entry points for scripts/: bad input becomes one line on stderr and exit code 2."""
+"""Hydra entry points for scripts/: bad input becomes one line on stderr and exit code 2; a stop signal
+(preemption) one line naming the checkpoint and exit code 143. Under torchrun the process group is joined
+before Hydra starts, so that every rank agrees on the run folder."""
 
 from __future__ import annotations
 
+import datetime
+import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from yoloq.config import CONF_DIR, check_group_overrides
+from yoloq.engine import distributed
+from yoloq.engine.preemption import EXIT_CODE, Preempted
 from yoloq.errors import UserError
 
 
@@ -16,11 +23,35 @@ def _fail(e: UserError) -> None:
     sys.exit(2)
 
 
+def _override(args: list[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == key and "=" in a]
+    return values[-1] if values else None
+
+
+def _prepare_train(args: list[str]) -> list[str]:
+    """Overrides added before Hydra composes the config: the run folder a `resume=` names, the same time stamp
+    for every torchrun rank, and no Hydra files from ranks other than 0."""
+    from yoloq.engine.resume import resume_target
+
+    distributed.init_from_env()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.environ["YOLOQ_RUN_STAMP"] = distributed.broadcast_object(stamp)
+    extra = []
+    target = distributed.from_main(lambda: resume_target(_override(args, "resume"), _override(args, "run_dir")))
+    if target is not None:
+        extra.append(f"run_dir={target}")
+    if not distributed.is_main():
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=none"]
+    return extra
+
+
 def hydra_entry(command: str) -> None:
     if command == "eval" and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
         sys.argv.append("run_dir=runs/eval-${now:%Y%m%d-%H%M%S}")  # not named like a training run
     try:
         check_group_overrides(sys.argv[1:])
+        if command == "train" and not any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]):
+            sys.argv += _prepare_train(sys.argv[1:])
     except UserError as e:
         _fail(e)
 
@@ -30,7 +61,10 @@ def hydra_entry(command: str) -> None:
         try:
             if command == "train":
                 from yoloq.engine.pipeline import train
+                from yoloq.engine.resume import resume_target, resumed_config
 
+                if resume_target(cfg.resume, run_dir) is not None and (Path(run_dir) / "config.yaml").is_file():
+                    cfg = resumed_config(Path(run_dir) / "config.yaml", list(HydraConfig.get().overrides.task))
                 train(cfg, run_dir)
             else:
                 from yoloq.eval.checkpoint_eval import evaluate_checkpoint
@@ -38,5 +72,12 @@ def hydra_entry(command: str) -> None:
                 evaluate_checkpoint(cfg, run_dir)
         except UserError as e:
             _fail(e)
+        except Preempted as e:
+            where = e.checkpoint.parent if e.checkpoint else run_dir
+            print(f"stopped: {e}; continue with the same command and resume={where}", file=sys.stderr)
+            sys.exit(EXIT_CODE)
 
-    main()
+    try:
+        main()
+    finally:
+        distributed.shutdown()

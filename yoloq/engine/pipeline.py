@@ -2,7 +2,9 @@
 callbacks) -> [soft-rounding evaluation] -> [QC -> folded into BN] -> results.
 
 `train(cfg)` is a plain function, so tests call it with a composed config; scripts/train.py is only
-the Hydra entry point around it.
+the Hydra entry point around it. Under torchrun every rank runs this pipeline; rank 0 alone reads and writes
+files and evaluates (distributed.from_main). With resume, finished stages are loaded from their checkpoints
+and the unfinished one continues from its `<stage>-last.pt` (engine/resume.py).
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ import torch
 from omegaconf import OmegaConf
 
 from yoloq.config import quant_config, resolve_device, validate
+from yoloq.errors import UserError
 from yoloq.data.loaders import build_loader
 from yoloq.data.prepare import DatasetInfo, prepare_dataset
-from yoloq.engine.checkpoint import load_checkpoint, save_atomic
+from yoloq.engine import distributed
+from yoloq.engine.checkpoint import save_atomic
+from yoloq.engine.preemption import Preempted, StopSignal
 from yoloq.engine.report import StageResult, print_table, write_results
+from yoloq.engine.resume import (STATE_FORMAT, STATE_VERSION, check_identity, read_checkpoint, resume_target,
+                                 run_identity, state_path)
 from yoloq.engine.trainer import Recipe, Trainer
 from yoloq.eval.coco_eval import CocoEvaluator
 from yoloq.methods import build_callbacks
@@ -41,7 +48,7 @@ from yoloq.quant.prepare import soft_rounding
 from yoloq.track.diagnostics import write_qat_diagnostics
 from yoloq.track.log_callback import LogMetrics
 from yoloq.track.oscillation_history import OscillationHistory
-from yoloq.track.run_log import RunLog
+from yoloq.track.run_log import NullRunLog, RunLog
 from yoloq.track.scale_history import ScaleHistory
 
 log = logging.getLogger("yoloq")
@@ -55,12 +62,16 @@ def seed_everything(seed: int) -> None:
 
 
 def _setup_logging(run_dir: Path) -> None:
-    log.setLevel(logging.INFO)
+    """Rank 0 logs to the console and <run>/train.log; other ranks only their warnings, to the console."""
+    main = distributed.is_main()
+    log.setLevel(logging.INFO if main else logging.WARNING)
     log.propagate = False
     for h in list(log.handlers):
         log.removeHandler(h)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for handler in (logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")):
+    prefix = "" if main else f"[rank {distributed.rank()}] "
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler()] + ([logging.FileHandler(run_dir / "train.log")] if main else [])
+    for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
 
@@ -74,10 +85,11 @@ class RunData:
     workers: int
     device: str
 
-    def train_loader(self, fraction: float = 1.0, mosaic: bool = True):
-        """A fresh augmenting loader for one stage: a stage that closes mosaic must not close it for the next."""
+    def train_loader(self, seed, fraction: float = 1.0, mosaic: bool = True):
+        """A fresh augmenting loader for one stage (a stage that closes mosaic must not close it for the next),
+        its epochs shuffled by `seed`."""
         return build_loader(self.info, self.hyp, self.info.train_split, self.batch, self.workers, train=True,
-                            device=self.device, fraction=fraction, mosaic=mosaic)
+                            device=self.device, fraction=fraction, mosaic=mosaic, seed=seed)
 
 
 def model_task(cfg) -> str:
@@ -86,11 +98,14 @@ def model_task(cfg) -> str:
 
 
 def build_data(cfg, device: torch.device) -> RunData:
-    """Prepare the dataset and the pycocotools evaluator of its val split; train loaders are built per stage."""
-    info = prepare_dataset(cfg.data, Path(cfg.cache_dir).expanduser() / "data")
-    hyp = hyperparameters(imgsz=cfg.data.imgsz, task=model_task(cfg), **cfg.trainer.augment)
+    """Prepare the dataset and the pycocotools evaluator of its val split; train loaders are built per stage.
+    Under torchrun rank 0 goes first, so the others find the generated data and ultralytics' label caches."""
     b, w = cfg.trainer.batch, cfg.trainer.workers
-    val_loader = build_loader(info, hyp, info.val_split, b * 2, w, train=False, device=device.type)
+    with distributed.main_first():
+        info = prepare_dataset(cfg.data, Path(cfg.cache_dir).expanduser() / "data")
+        hyp = hyperparameters(imgsz=cfg.data.imgsz, task=model_task(cfg), **cfg.trainer.augment)
+        val_loader = build_loader(info, hyp, info.val_split, b * 2, w, train=False, device=device.type)
+        build_loader(info, hyp, info.train_split, b, 0, train=False, device=device.type)  # the label cache
     evaluator = CocoEvaluator(val_loader, info.annotations(info.val_split), info.category_ids, device,
                               cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det, progress=cfg.progress,
                               task=model_task(cfg))
@@ -98,7 +113,8 @@ def build_data(cfg, device: torch.device) -> RunData:
 
 
 def calibration_batches(cfg, data: RunData, device: torch.device) -> list[torch.Tensor]:
-    """The first training images, without augmentation, for initialising the quantization scales."""
+    """The first training images, without augmentation, for initialising the quantization scales (the same
+    images on every rank)."""
     loader = build_loader(data.info, data.hyp, data.info.train_split, cfg.trainer.batch, 0, train=False,
                           device=device.type)
     return [batch["img"].to(device).float() / 255 for batch in islice(loader, cfg.quant.calib_batches)]
@@ -134,19 +150,113 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path,
-             run_log: RunLog) -> tuple[torch.nn.Module, StageResult]:
+@dataclass
+class Run:
+    """What the stages of one run share, and their checkpoints: `<stage>-last.pt` while a stage trains,
+    its final checkpoint when done; with `resuming`, both are read back instead of redoing the work."""
+
+    cfg: object
+    data: RunData
+    device: torch.device
+    run_dir: Path
+    log: RunLog
+    stop: StopSignal
+    resuming: bool = False
+
+    @property
+    def identity(self) -> dict:
+        return run_identity(self.cfg, self.data.info.names)
+
+    def config(self) -> dict:
+        return OmegaConf.to_container(self.cfg, resolve=True)
+
+    def check_stop(self) -> None:
+        """Between stages: a stop signal ends the run here (finished stages are on disk)."""
+        if distributed.any_rank(self.stop.requested)[0]:
+            raise Preempted(f"stopped by {self.stop.name or 'a signal'} between stages; the finished stages are "
+                            f"saved in {self.run_dir}")
+
+    def save_final(self, name: str, payload: dict) -> Path:
+        """A stage's final checkpoint, with what resuming needs to skip it (rank 0 writes)."""
+        path = self.run_dir / f"{name}.pt"
+        record = {**payload, "identity": self.identity, "config": self.config(), "log_step": self.log.step,
+                  "log_records": self.log.local.count if distributed.is_main() else 0}
+        distributed.from_main(lambda: save_atomic(record, path))
+        return path
+
+    def saver(self, stage: str):
+        """The trainer's per-epoch (and on-signal) checkpoint writer for `stage`."""
+        def save(trainer: Trainer) -> Path:
+            return save_atomic({"format": STATE_FORMAT, "version": STATE_VERSION, "stage": stage,
+                                "identity": self.identity, "trainer": trainer.state_dict(), "log_step": self.log.step,
+                                "log_records": self.log.local.count, "config": self.config()},
+                               state_path(self.run_dir, stage))
+        return save
+
+    def _read(self, path: Path) -> dict | None:
+        if not (self.resuming and path.is_file()):
+            return None
+        ckpt = read_checkpoint(path)
+        check_identity(ckpt.get("identity"), self.identity, path)
+        return ckpt
+
+    def finished(self, name: str) -> dict | None:
+        """When resuming: the final checkpoint of a finished stage (rank 0 reads it; every rank gets it)."""
+        ckpt = distributed.from_main(lambda: self._read(self.run_dir / f"{name}.pt"))
+        if ckpt is not None:
+            self.log.rewind(ckpt["log_step"], ckpt["log_records"])
+            log.info("%s: finished before, loaded from %s", name, self.run_dir / f"{name}.pt")
+        return ckpt
+
+    def unfinished(self, stage: str) -> dict | None:
+        """When resuming: the trainer state of a stage that was interrupted."""
+        ckpt = distributed.from_main(lambda: self._read(state_path(self.run_dir, stage)))
+        if ckpt is None:
+            return None
+        t = ckpt["trainer"]
+        self.log.rewind(ckpt["log_step"], ckpt["log_records"])
+        log.info("%s: resuming after %d epoch(s) and %d batch(es) from %s", stage, t["epoch"], t["batch"],
+                 state_path(self.run_dir, stage))
+        return t
+
+    def trainer(self, stage: str, model, loader, recipe: Recipe, callbacks, state: dict | None) -> Trainer:
+        return Trainer(stage, model, loader, self.data.evaluator, recipe, self.device, callbacks, self.data.hyp,
+                       self.cfg.progress, checkpoint=self.saver(stage), stop=self.stop, state=state)
+
+    def stage_done(self, stage: str, trainer: Trainer) -> None:
+        """The stage's final checkpoint is written: its per-epoch state is no longer needed."""
+        self.fingerprints[stage] = trainer.replica_fingerprints
+        if distributed.is_main():
+            state_path(self.run_dir, stage).unlink(missing_ok=True)
+
+    def __post_init__(self):
+        self.fingerprints: dict[str, list[str]] = {}
+
+
+def fp_stage(run: Run) -> tuple[torch.nn.Module, StageResult]:
     """The FP model every method starts from: trained once and cached, or loaded from model.weights."""
-    model = build_model(cfg.model.yaml, data.info.names, data.hyp, model_task(cfg))
+    cfg, data, device, run_dir = run.cfg, run.data, run.device, run.run_dir
+    model = build_model(cfg.model.yaml, data.info.names, data.hyp, model_task(cfg)).to(device)
     cache = fp_cache_path(cfg, data.info)
-    if cache.is_file():
-        ckpt = load_checkpoint(cache)
-        model.load_state_dict(ckpt["model"])
-        log.info("FP: reusing the cached FP model %s (mAP50-95 %.4f)", cache, ckpt["metrics"]["mAP50-95"])
-        run_log.log("fp-epoch", {**ckpt["metrics"], "cached": True})
-        _link_or_copy(cache, run_dir / "fp.pt")
-        return model.to(device), StageResult("fp", "fp", 32, 32, ckpt["metrics"], ckpt["wall_time"], str(cache),
-                                             cached=True)
+
+    def load_cached() -> dict | None:
+        # a resumed run prefers its own copy: the shared cache may have been cleared since
+        for path in ([run_dir / "fp.pt"] if run.resuming else []) + [cache]:
+            if path.is_file():
+                ckpt = read_checkpoint(path)
+                model.load_state_dict(ckpt["model"])
+                if path == cache:
+                    _link_or_copy(cache, run_dir / "fp.pt")
+                return {"metrics": ckpt["metrics"], "wall_time": ckpt["wall_time"], "path": str(path)}
+        return None
+
+    cached = distributed.from_main(load_cached)
+    if cached is not None:
+        distributed.broadcast_state(model)
+        log.info("FP: reusing the cached FP model %s (mAP50-95 %.4f)", cached["path"], cached["metrics"]["mAP50-95"])
+        run.log.log("fp-epoch", {**cached["metrics"], "cached": True})
+        return model, StageResult("fp", "fp", 32, 32, cached["metrics"], cached["wall_time"], cached["path"],
+                                  cached=True)
 
     epochs = cfg.trainer.fp.epochs
     if cfg.model.weights:
@@ -159,50 +269,76 @@ def fp_stage(cfg, data: RunData, device: torch.device, run_dir: Path,
                      epochs)
     seed_everything(cfg.trainer.fp.seed)  # its own seed: `seed=` varies QAT runs on one cached FP model
     recipe = Recipe.from_cfg({**cfg.trainer.fp, "epochs": epochs})
-    callbacks = ([EMACallback()] if cfg.trainer.fp.ema else []) + [LogMetrics(run_log, "fp")]
-    trainer = Trainer("fp", model, data.train_loader(), data.evaluator, recipe, device, callbacks, data.hyp,
-                      cfg.progress)
+    callbacks = ([EMACallback()] if cfg.trainer.fp.ema else []) + [LogMetrics(run.log, "fp")]
+    trainer = run.trainer("fp", model, data.train_loader(cfg.trainer.fp.seed), recipe, callbacks, run.unfinished("fp"))
     metrics = trainer.fit()
     model.load_state_dict(trainer.eval_model.state_dict())  # the EMA copy is frozen; keep our trainable model
-    save_atomic({"model": model.state_dict(), "metrics": metrics, "wall_time": trainer.wall_time,
-                 "history": trainer.history, "config": OmegaConf.to_container(cfg, resolve=True)}, cache)
-    log.info("FP: cached the FP model at %s", cache)
-    _link_or_copy(cache, run_dir / "fp.pt")
+
+    def write_cache() -> None:
+        save_atomic({"model": model.state_dict(), "metrics": metrics, "wall_time": trainer.wall_time,
+                     "history": trainer.history, "config": run.config()}, cache)
+        log.info("FP: cached the FP model at %s", cache)
+        _link_or_copy(cache, run_dir / "fp.pt")
+
+    distributed.from_main(write_cache)
+    run.stage_done("fp", trainer)
     return model, StageResult("fp", "fp", 32, 32, metrics, trainer.wall_time, str(cache))
 
 
-def qat_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path, run_log: RunLog):
+def quantized_copy(cfg, model, calib_batches) -> torch.nn.Module:
+    """A copy of the FP model with quantized convs, scales calibrated on rank 0's batches (then broadcast, so
+    every rank starts QAT from the same quantizers)."""
+    model = copy.deepcopy(model)
+    quantize_model(model, quant_config(cfg), calib_batches, high_precision=high_precision_layers(model))
+    distributed.broadcast_state(model)
+    return model
+
+
+def qat_stage(run: Run, model, calib_batches):
     """Quantize and calibrate a copy of the FP model, then QAT with the method's callbacks."""
+    cfg, data, device, run_dir = run.cfg, run.data, run.device, run.run_dir
+    run.check_stop()
     seed_everything(cfg.seed)  # the same QAT randomness whether or not the FP stage ran in this process
     qcfg = quant_config(cfg)
-    model = copy.deepcopy(model).to(device)
     start = time.time()
-    quantize_model(model, qcfg, calib_batches, high_precision=high_precision_layers(model))
+    model = quantized_copy(cfg, model.to(device), calib_batches)
     calib_time = time.time() - start
+
+    done = run.finished("qat")
+    if done is not None:
+        model.load_state_dict(done["model"])
+        return model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, done["metrics"], done["wall_time"],
+                                  str(run_dir / "qat.pt"), extra=done["extra"])
+
     callbacks = build_callbacks(cfg.method, qcfg.w_bits)
     tracking = callbacks[0]
     # recorders run after the method's callbacks: they see this step's trackers and EMA
     osc_history = OscillationHistory(tracking, cfg.logger.log_every)
     scale_history = ScaleHistory(cfg.logger.scale_window)
-    callbacks += [osc_history, scale_history, LogMetrics(run_log, "qat")]
+    callbacks += [osc_history, scale_history, LogMetrics(run.log, "qat")]
     recipe = Recipe.from_cfg(cfg.trainer.qat)
-    trainer = Trainer("qat", model, data.train_loader(), data.evaluator, recipe, device, callbacks, data.hyp,
-                      cfg.progress)
+    trainer = run.trainer("qat", model, data.train_loader(cfg.seed), recipe, callbacks, run.unfinished("qat"))
     metrics = trainer.fit()
-    if cfg.logger.diagnostics:
-        ema_model = None if trainer.eval_model is trainer.model else trainer.eval_model
-        write_qat_diagnostics(run_dir, trainer.model, ema_model, osc_history, scale_history, run_log,
-                              cfg.method.track.max_bits, cfg.method.track.threshold)
     oscillations = tracking.stats()
-    (run_dir / "oscillations.json").write_text(json.dumps(oscillations, indent=2))
+    extra = {k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}
+    wall_time = trainer.wall_time + calib_time
+
+    def write_outputs() -> None:
+        if cfg.logger.diagnostics:
+            ema_model = None if trainer.eval_model is trainer.model else trainer.eval_model
+            write_qat_diagnostics(run_dir, trainer.model, ema_model, osc_history, scale_history, run.log,
+                                  cfg.method.track.max_bits, cfg.method.track.threshold)
+        (run_dir / "oscillations.json").write_text(json.dumps(oscillations, indent=2))
+
+    distributed.from_main(write_outputs)
     log.info("QAT: %.2f%% of the tracked weights oscillate (f > %g), %.2f%% frozen", oscillations["oscillating_pct"],
              cfg.method.track.threshold, oscillations["frozen_pct"])
-    path = save_atomic({"model": trainer.eval_model.state_dict(), "metrics": metrics, "history": trainer.history,
-                        "callbacks": trainer.callback_states(), "config": OmegaConf.to_container(cfg, resolve=True)},
-                       run_dir / "qat.pt")
-    extra = {k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}
-    return trainer.eval_model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, metrics,
-                                           trainer.wall_time + calib_time, str(path), extra=extra)
+    path = run.save_final("qat", {"model": trainer.eval_model.state_dict(), "metrics": metrics,
+                                  "history": trainer.history, "callbacks": trainer.callback_states(),
+                                  "wall_time": wall_time, "extra": extra})
+    run.stage_done("qat", trainer)
+    return trainer.eval_model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, metrics, wall_time,
+                                           str(path), extra=extra)
 
 
 def soft_round_stage(cfg, data: RunData, model, source: StageResult, run_log: RunLog) -> StageResult:
@@ -210,7 +346,7 @@ def soft_round_stage(cfg, data: RunData, model, source: StageResult, run_log: Ru
     k = float(cfg.eval.soft_round)
     start = time.time()
     with soft_rounding(model, k):
-        metrics = data.evaluator(model)
+        metrics = distributed.from_main(lambda: data.evaluator(model))
     log.info("soft rounding k=%g: mAP50-95 %.4f (hard %.4f)", k, metrics["mAP50-95"], source.metrics["mAP50-95"])
     run_log.log(f"{source.stage}-soft", {**metrics, "soft_round": k})
     return StageResult(f"{source.stage}-soft", source.method, source.w_bits, source.a_bits, metrics,
@@ -243,81 +379,119 @@ def output_diff(a: torch.nn.Module, b: torch.nn.Module, imgs: torch.Tensor) -> t
     return float(diff.max()), float(diff.mean())
 
 
-def qc_stage(cfg, data: RunData, model, calib_batches, device: torch.device, run_dir: Path,
-             source: StageResult, run_log: RunLog) -> list[StageResult]:
+def qc_stage(run: Run, model, calib_batches, source: StageResult) -> list[StageResult]:
     """Quantization correction (PAPER.md §4): learn a per-channel affine after each quantized conv for one
     epoch with everything else frozen, then fold it into BN and check the folded and deploy forms."""
+    cfg, data, device, run_dir = run.cfg, run.data, run.device, run.run_dir
+    run.check_stop()
     seed_everything(cfg.seed)
     qc, recipe_cfg = cfg.method.qc, cfg.trainer.qc
     model = copy.deepcopy(model).to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     add_corrections(model, qc.per_channel, qc.scale, qc.shift)
-    recipe = Recipe(epochs=recipe_cfg.epochs, optimizer="adamw", lr0=recipe_cfg.lr, lrf=1.0, momentum=0.9,
-                    weight_decay=0.0, warmup_epochs=0, eval_every=recipe_cfg.epochs)
-    loader = data.train_loader(fraction=float(recipe_cfg.fraction), mosaic=recipe_cfg.mosaic)
-    callbacks = [FrozenBatchNorm(), LogMetrics(run_log, "qc")]
-    trainer = Trainer("qc", model, loader, data.evaluator, recipe, device, callbacks, data.hyp, cfg.progress)
-    metrics = trainer.fit()
-    config = OmegaConf.to_container(cfg, resolve=True)
-    path = save_atomic({"model": model.state_dict(), "metrics": metrics, "history": trainer.history,
-                        "config": config}, run_dir / "qc.pt")
-    qc_result = StageResult("qc", source.method, source.w_bits, source.a_bits, metrics, trainer.wall_time,
-                            str(path))
+    done = run.finished("qc")
+    if done is not None:
+        model.load_state_dict(done["model"])
+        metrics, wall_time = done["metrics"], done["wall_time"]
+    else:
+        recipe = Recipe(epochs=recipe_cfg.epochs, optimizer="adamw", lr0=recipe_cfg.lr, lrf=1.0, momentum=0.9,
+                        weight_decay=0.0, warmup_epochs=0, eval_every=recipe_cfg.epochs)
+        loader = data.train_loader(f"{cfg.seed}-qc", fraction=float(recipe_cfg.fraction), mosaic=recipe_cfg.mosaic)
+        callbacks = [FrozenBatchNorm(), LogMetrics(run.log, "qc")]
+        trainer = run.trainer("qc", model, loader, recipe, callbacks, run.unfinished("qc"))
+        metrics = trainer.fit()
+        wall_time = trainer.wall_time
+        run.save_final("qc", {"model": model.state_dict(), "metrics": metrics, "history": trainer.history,
+                              "wall_time": wall_time})
+        run.stage_done("qc", trainer)
+    qc_result = StageResult("qc", source.method, source.w_bits, source.a_bits, metrics, wall_time,
+                            str(run_dir / "qc.pt"))
+    folded_result = distributed.from_main(lambda: fold_and_check(run, model, calib_batches[0], source))
+    return [qc_result, folded_result]
 
+
+def fold_and_check(run: Run, model, imgs: torch.Tensor, source: StageResult) -> StageResult:
+    """Fold the corrections into BN; compare the folded and integer deploy forms with the QC model."""
     start = time.time()
     folded = copy.deepcopy(model).eval()
     n = fold_corrections(folded)
-    imgs = calib_batches[0]
     deploy = to_deploy(copy.deepcopy(folded))
     fold_max, fold_mean = output_diff(model, folded, imgs)
     deploy_max, deploy_mean = output_diff(folded, deploy, imgs)
     log.info("QC: folded %d corrections; |output difference| folded vs QC: max %.3g mean %.3g; deploy form vs "
              "folded: max %.3g mean %.3g", n, fold_max, fold_mean, deploy_max, deploy_mean)
-    folded_metrics = data.evaluator(folded)
+    folded_metrics = run.data.evaluator(folded)
     # a flip in one low-bit activation cascades through later layers, so judge the deploy form by its mAP too
-    deploy_map = data.evaluator(deploy)["mAP50-95"]
+    deploy_map = run.data.evaluator(deploy)["mAP50-95"]
     log.info("QC: mAP50-95 folded %.4f, integer deploy form %.4f", folded_metrics["mAP50-95"], deploy_map)
-    path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": config},
-                       run_dir / "folded.pt")
+    path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": run.config()},
+                       run.run_dir / "folded.pt")
     extra = {"fold_max_diff": fold_max, "fold_mean_diff": fold_mean, "deploy_max_diff": deploy_max,
              "deploy_mean_diff": deploy_mean, "deploy_mAP50-95": deploy_map}
-    run_log.log("folded", {**folded_metrics, **extra})
-    folded_result = StageResult("folded", source.method, source.w_bits, source.a_bits, folded_metrics,
-                                time.time() - start, str(path), extra=extra)
-    return [qc_result, folded_result]
+    run.log.log("folded", {**folded_metrics, **extra})
+    return StageResult("folded", source.method, source.w_bits, source.a_bits, folded_metrics, time.time() - start,
+                       str(path), extra=extra)
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in ("results.json", "qat.pt", "qc.pt")) or any(
+        run_dir.glob("*-last.pt"))
 
 
 def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
+    """One run. `resume=true|PATH` continues the run in that folder (resume.resume_target); under torchrun
+    every rank calls this with the same run folder."""
     validate(cfg)
     run_dir = Path(run_dir or cfg.run_dir)
+    target = resume_target(cfg.get("resume"), str(run_dir))
+    resuming = target is not None and _holds_a_run(target)
+    run_dir = target or run_dir
+    if not resuming and distributed.is_main() and _holds_a_run(run_dir):
+        raise UserError(f"run_dir={run_dir} already holds a run: add resume=true to continue it, or choose another "
+                        "run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if distributed.is_main():  # a resumed run keeps the run's config.yaml and records its own next to it
+        name = "config-resumed.yaml" if resuming else "config.yaml"
+        (run_dir / name).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     seed_everything(cfg.seed)
-    device = resolve_device(str(cfg.device))
-    log.info("run folder %s, device %s", run_dir, device)
+    device = distributed.local_device(resolve_device(str(cfg.device)))
+    world = distributed.world_size()
+    if cfg.trainer.batch % world:
+        raise UserError(f"trainer.batch={cfg.trainer.batch} is the global batch and must divide among the {world} "
+                        f"processes: use a multiple of {world}, e.g. trainer.batch={world * max(cfg.trainer.batch // world, 1)}")
+    log.info("run folder %s, device %s%s%s", run_dir, device,
+             f", {world} processes (batch {cfg.trainer.batch // world} each)" if world > 1 else "",
+             ", resuming" if resuming else "")
 
-    run_log = RunLog.from_cfg(cfg, run_dir)
-    try:
-        data = build_data(cfg, device)
-        fp_model, fp_result = fp_stage(cfg, data, device, run_dir, run_log)
-        calib = calibration_batches(cfg, data, device)
-        qat_model, qat_result = qat_stage(cfg, data, fp_model, calib, device, run_dir, run_log)
-        results = [fp_result, qat_result]
-        if cfg.eval.soft_round is not None:
-            results.append(soft_round_stage(cfg, data, qat_model, qat_result, run_log))
-        if cfg.method.qc.enabled:
-            results += qc_stage(cfg, data, qat_model, calib, device, run_dir, qat_result, run_log)
-
-        write_results(results, run_dir / "results.json")
-        run_log.summary(summary_of(results))
-        if cfg.logger.wandb is not None and cfg.logger.wandb.log_checkpoint:
-            run_log.artifact(Path(results[-1].checkpoint), f"{run_dir.name}-{results[-1].stage}")
-    finally:
-        run_log.close()
-    print_table(results)
+    run_log = RunLog.from_cfg(cfg, run_dir) if distributed.is_main() else NullRunLog(cfg.logger.log_every)
+    with StopSignal() as stop:
+        try:
+            run = Run(cfg, build_data(cfg, device), device, run_dir, run_log, stop, resuming)
+            fp_model, fp_result = fp_stage(run)
+            calib = calibration_batches(cfg, run.data, device)
+            qat_model, qat_result = qat_stage(run, fp_model, calib)
+            results = [fp_result, qat_result]
+            if cfg.eval.soft_round is not None:
+                results.append(soft_round_stage(cfg, run.data, qat_model, qat_result, run_log))
+            if cfg.method.qc.enabled:
+                results += qc_stage(run, qat_model, calib, qat_result)
+            distributed.from_main(lambda: _finish(cfg, run, results))
+        finally:
+            run_log.close()
+    if distributed.is_main():
+        print_table(results)
     return results
+
+
+def _finish(cfg, run: Run, results: list[StageResult]) -> None:
+    write_results(results, run.run_dir / "results.json")
+    if distributed.world_size() > 1:  # the evidence that DDP kept every rank's parameters identical
+        (run.run_dir / "ddp_check.json").write_text(json.dumps(run.fingerprints, indent=2))
+    run.log.summary(summary_of(results))
+    if cfg.logger.wandb is not None and cfg.logger.wandb.log_checkpoint:
+        run.log.artifact(Path(results[-1].checkpoint), f"{run.run_dir.name}-{results[-1].stage}")
 
 
 def summary_of(results: list[StageResult]) -> dict:

@@ -26,11 +26,20 @@ class RunLog:
             from yoloq.track.wandb_log import WandbLog
 
             bits = f"w{cfg.w_bits}a{cfg.a_bits}"
+            id_file = Path(run_dir) / "wandb-run-id.txt"  # a resumed run continues its W&B run
             wandb_log = WandbLog(run_dir, lg.wandb.project, lg.wandb.entity, str(lg.wandb.group),
                                  name=Path(run_dir).name, tags=[cfg.model.name, bits, cfg.method.name],
                                  config=OmegaConf.to_container(cfg, resolve=True), mode=lg.wandb.mode,
-                                 init_timeout=float(lg.wandb.init_timeout))
+                                 init_timeout=float(lg.wandb.init_timeout),
+                                 run_id=id_file.read_text().strip() if id_file.is_file() else None)
+            id_file.write_text(wandb_log.run.id)
         return cls(run_dir, wandb_log, lg.log_every)
+
+    def rewind(self, step: int, records: int) -> None:
+        """Back to a checkpoint's global step and number of local records (what came after is logged again;
+        W&B ignores steps it already has)."""
+        self.step = step
+        self.local.truncate(records)
 
     def log(self, kind: str, values: dict, step: int | None = None) -> None:
         """kind names the record (qat, qat-epoch, ...); W&B sees its keys as kind/key."""
@@ -57,3 +66,25 @@ class RunLog:
         self.local.close()
         if self.wandb is not None:
             self.wandb.close()
+
+
+class NullRunLog(RunLog):
+    """The log of ranks other than 0 under torchrun: counts steps, writes nothing."""
+
+    def __init__(self, log_every: int = 10):
+        self.step, self.log_every, self.wandb = 0, log_every, None
+
+    def log(self, kind: str, values: dict, step: int | None = None) -> None:
+        pass
+
+    def image(self, key: str, path: Path) -> None:
+        pass
+
+    def summary(self, values: dict) -> None:
+        pass
+
+    def rewind(self, step: int, records: int) -> None:
+        self.step = step
+
+    def close(self) -> None:
+        pass

@@ -36,12 +36,13 @@ def resolve_mode(mode: str) -> str:
 
 class WandbLog:
     def __init__(self, run_dir: Path, project: str, entity: str | None, group: str, name: str, tags: list[str],
-                 config: dict, mode: str = "auto", init_timeout: float = 60.0):
+                 config: dict, mode: str = "auto", init_timeout: float = 60.0, run_id: str | None = None):
         import wandb
 
         self.wandb = wandb
         self.mode = resolve_mode(mode)
         kwargs = dict(project=project, entity=entity, group=group, name=name, tags=tags, config=config,
+                      id=run_id, resume="allow" if run_id else None,
                       dir=str(run_dir), settings=wandb.Settings(silent=True, console="off",
                                                                 init_timeout=init_timeout))
         try:
