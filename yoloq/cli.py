@@ -33,6 +33,9 @@ def _prepare_train(args: list[str]) -> list[str]:
     for every torchrun rank, and no Hydra files from ranks other than 0."""
     from yoloq.engine.resume import resume_target
 
+    if _override(args, "resume") not in (None, "false") and any(a in ("-m", "--multirun") for a in args):
+        raise UserError("resume= with a multirun (-m) is ambiguous: resume each run on its own with "
+                        "resume=runs/<sweep>/<run>")
     distributed.init_from_env()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     os.environ["YOLOQ_RUN_STAMP"] = distributed.broadcast_object(stamp)
@@ -64,7 +67,7 @@ def hydra_entry(command: str) -> None:
                 from yoloq.engine.resume import resume_target, resumed_config
 
                 if resume_target(cfg.resume, run_dir) is not None and (Path(run_dir) / "config.yaml").is_file():
-                    cfg = resumed_config(Path(run_dir) / "config.yaml", list(HydraConfig.get().overrides.task))
+                    cfg = resumed_config(Path(run_dir) / "config.yaml", list(HydraConfig.get().overrides.task), cfg)
                 train(cfg, run_dir)
             else:
                 from yoloq.eval.checkpoint_eval import evaluate_checkpoint

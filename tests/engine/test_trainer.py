@@ -92,3 +92,58 @@ def test_nan_loss_stops_the_stage_with_a_clear_message():
                       progress=False)
     with pytest.raises(UserError, match="loss became nan at epoch 1, step 2"):
         trainer.fit()
+
+
+class FakeLoader(list):
+    """A list of batches with the two loader methods the trainer calls around close_mosaic."""
+
+    class Data:
+        def __init__(self):
+            self.mosaic = True
+
+        def close_mosaic(self, hyp):
+            self.mosaic = False
+
+    def __init__(self, batches):
+        super().__init__(batches)
+        self.dataset = self.Data()
+
+    def reset(self):
+        pass
+
+
+def _quantized_trainer(recipe, state=None, checkpoint=None):
+    from tests.conftest import compose_config
+    from yoloq.methods import build_callbacks
+
+    torch.manual_seed(0)
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))])
+    callbacks = build_callbacks(compose_config(["method=ema"]).method, 4)
+    return Trainer("qat", model, FakeLoader(fake_batches()), no_eval, recipe, torch.device("cpu"), callbacks,
+                   hyp=object(), progress=False, checkpoint=checkpoint, state=state)
+
+
+def test_a_trainer_resumed_from_its_epoch_state_ends_where_an_uninterrupted_one_does():
+    import copy
+
+    states = []
+    recipe = Recipe(epochs=3, lr0=0.01, warmup_epochs=0.5, close_mosaic=1)
+    full = _quantized_trainer(recipe, checkpoint=lambda t: states.append(copy.deepcopy(t.state_dict())))
+    full.fit()
+    assert [s["epoch"] for s in states] == [1, 2, 3] and full.loader.dataset.mosaic is False
+
+    resumed = _quantized_trainer(recipe, state=states[1])  # after epoch 2: the closed mosaic must close again
+    assert resumed.loader.dataset.mosaic is True
+    resumed.fit()
+    assert resumed.loader.dataset.mosaic is False
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    ema_full, ema_resumed = full.eval_model.state_dict(), resumed.eval_model.state_dict()
+    assert all(torch.equal(ema_full[k], ema_resumed[k]) for k in ema_full)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3] and resumed.step == full.step
+
+    # a resume may lower the learning rate (e.g. after a NaN): the recipe's values replace the saved ones
+    lower = _quantized_trainer(Recipe(epochs=3, lr0=0.001, quant_lr=5e-5), state=states[0])
+    assert {pg["initial_lr"] for pg in lower.optimizer.param_groups} == {0.001}
+    assert lower.optimizers[1].param_groups[0]["lr"] == 5e-5

@@ -72,7 +72,7 @@ class EpochLoader:
 
     def __init__(self, dataset, batch: int, workers: int, seed: int, rank: int = 0, world: int = 1,
                  shuffle: bool = True, pin_memory: bool = False):
-        self.dataset, self.batch, self.seed = dataset, batch, seed
+        self.dataset, self.batch, self.seed, self.rank = dataset, batch, seed, rank
         self.sampler = EpochSampler(len(dataset), batch, shuffle, seed, rank, world)
         self.generator = torch.Generator()
         workers = min(os.cpu_count() or 1, workers)
@@ -83,7 +83,7 @@ class EpochLoader:
         self.batches_per_epoch = math.ceil(self.sampler.per_rank / batch)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        seed = epoch_seed(self.seed, epoch)
+        seed = epoch_seed(f"{self.seed}/rank{self.rank}", epoch)  # each rank its own augmentation draws
         self.sampler.set_epoch(epoch, skip_batches)
         self.generator.manual_seed(seed)  # the workers' seeds (their augmentation streams)
         if skip_batches == 0:  # mid-epoch, the checkpoint's restored random state is the better continuation

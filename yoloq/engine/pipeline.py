@@ -52,7 +52,7 @@ from yoloq.track.run_log import NullRunLog, RunLog
 from yoloq.track.scale_history import ScaleHistory
 
 log = logging.getLogger("yoloq")
-FP_CACHE_VERSION = 1
+FP_CACHE_VERSION = 2  # 2: the resumable training loader (other data order than 1's)
 
 
 def seed_everything(seed: int) -> None:
@@ -447,9 +447,15 @@ def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
     target = resume_target(cfg.get("resume"), str(run_dir))
     resuming = target is not None and _holds_a_run(target)
     run_dir = target or run_dir
-    if not resuming and distributed.is_main() and _holds_a_run(run_dir):
-        raise UserError(f"run_dir={run_dir} already holds a run: add resume=true to continue it, or choose another "
-                        "run_dir")
+    def check_fresh() -> None:
+        if not resuming and _holds_a_run(run_dir):
+            raise UserError(f"run_dir={run_dir} already holds a run: add resume=true to continue it, or choose "
+                            "another run_dir")
+        if target is not None and not resuming:  # stopped before its first checkpoint: start the log over
+            for name in ("metrics.jsonl", "wandb-run-id.txt"):
+                (run_dir / name).unlink(missing_ok=True)
+
+    distributed.from_main(check_fresh)
     run_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir)
     if distributed.is_main():  # a resumed run keeps the run's config.yaml and records its own next to it

@@ -61,7 +61,9 @@ def is_run_dir(path: Path) -> bool:
 def latest_run(runs_root: Path) -> Path | None:
     """The most recently changed run folder under runs_root (multirun folders included, one level down)."""
     candidates = [p for p in list(runs_root.glob("*")) + list(runs_root.glob("*/*")) if p.is_dir() and is_run_dir(p)]
-    return max(candidates, key=lambda p: max(f.stat().st_mtime for f in p.iterdir()), default=None)
+    # an unfinished run before a finished one, then the most recent
+    return max(candidates, key=lambda p: (not (p / "results.json").is_file(),
+                                          max(f.stat().st_mtime for f in p.iterdir())), default=None)
 
 
 def resume_target(resume, run_dir_given: str | None, runs_root: Path = Path("runs")) -> Path | None:
@@ -92,13 +94,24 @@ def resume_target(resume, run_dir_given: str | None, runs_root: Path = Path("run
 IDENTITY_KEYS = ("bits", "w_bits", "a_bits", "quant.w_bits", "quant.a_bits", "quant.per_channel",
                  "quant.first_last_bits")
 GROUP_NAMES = {"model": "model.name", "method": "method.name", "data": "data.name"}
+DEFAULT_CHOICES = {"trainer": "default", "logger": "local", "experiment": "null"}
 
 
-def resumed_config(config_file: Path, overrides: list[str]):
-    """A resumed run's config: the run's own (config.yaml), with the command line's other settings on top, so
-    `resume=PATH` alone continues the run as it was started and e.g. `trainer.qat.lr0=...` can still change.
-    What decides the checkpoint's identity (model, method, data, bits) cannot change: refused by name."""
+def _original_choice(run_dir: Path, group: str) -> str:
+    """The run's choice for a config group: from the overrides Hydra recorded, else the default."""
     import yaml
+
+    recorded = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(recorded.read_text()) if recorded.is_file() else []
+    chosen = [o.split("=", 1)[1] for o in overrides or [] if o.split("=", 1)[0].lstrip("+") == group]
+    return chosen[-1] if chosen else DEFAULT_CHOICES[group]
+
+
+def resumed_config(config_file: Path, overrides: list[str], composed):
+    """A resumed run's config: the run's own (config.yaml), with the command line's other settings (their values
+    as Hydra composed them) on top, so `resume=PATH` alone continues the run as it was started and e.g.
+    `trainer.qat.lr0=...` can still change. What decides the checkpoint (model, method, data, bits, config
+    groups) cannot change: refused by name."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(config_file)
@@ -106,18 +119,16 @@ def resumed_config(config_file: Path, overrides: list[str]):
         key, _, value = arg.lstrip("+~").partition("=")
         if key == "run_dir" or key.startswith("hydra"):
             continue
-        if key in GROUP_NAMES:
-            ours = OmegaConf.select(cfg, GROUP_NAMES[key])
-            if value != ours:
+        if key in GROUP_NAMES or key in DEFAULT_CHOICES:
+            ours = (OmegaConf.select(cfg, GROUP_NAMES[key]) if key in GROUP_NAMES
+                    else _original_choice(Path(config_file).parent, key))
+            if value != str(ours):
                 raise UserError(f"{key}={value} differs from the resumed run's {key} ({ours}): a run keeps its {key}; "
                                 f"drop {key}={value}, or start a new run without resume")
             continue
-        if key in ("trainer", "logger", "experiment"):
-            raise UserError(f"{key}={value}: a resumed run keeps its config groups; set single values instead "
-                            f"(e.g. trainer.qat.lr0=0.001), or start a new run without resume")
-        parsed = yaml.safe_load(value) if value else None
-        if key in IDENTITY_KEYS and OmegaConf.select(cfg, key) != parsed:
+        new = OmegaConf.select(composed, key)
+        if key in IDENTITY_KEYS and OmegaConf.select(cfg, key) != new:
             raise UserError(f"{key}={value} differs from the resumed run's {key}={OmegaConf.select(cfg, key)}: a "
                             f"checkpoint continues at its own bit widths; drop {key}=, or start a new run")
-        OmegaConf.update(cfg, key, parsed, force_add=True)
+        OmegaConf.update(cfg, key, new, force_add=True)
     return cfg

@@ -127,7 +127,7 @@ class Trainer:
         """Everything needed to continue: model, optimizers, AMP scaler, callbacks (EMA, trackers, ...),
         counters, history and random states."""
         return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "history": self.history,
-                "metrics": self.last_metrics, "loss_items": self.loss_items, "mosaic_closed": self.mosaic_closed,
+                "metrics": self.last_metrics, "loss_items": self.loss_items,
                 "wall_time": self.wall_time + self._elapsed(), "model": self.model.state_dict(),
                 "optimizers": [opt.state_dict() for opt in self.optimizers], "scaler": self.scaler.state_dict(),
                 "callbacks": self.callback_states(), "rng": rng_state()}
@@ -139,10 +139,12 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
-        self.scaler.load_state_dict(state["scaler"])
+        self._apply_recipe()  # the loaded groups carry the old run's settings; a resume may change them
+        if state["scaler"]:  # empty when written without AMP (CPU)
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.history, self.last_metrics = state["history"], state["metrics"]
-        self.loss_items, self.mosaic_closed = state["loss_items"], state["mosaic_closed"]
+        self.loss_items = state["loss_items"]  # mosaic is closed again on this trainer's fresh loader
         self.wall_time = state["wall_time"]
         set_rng_state(state["rng"])
         self._callback_state = state["callbacks"]  # loaded once the callbacks have set up (on_stage_start)
@@ -151,8 +153,9 @@ class Trainer:
         return time.time() - self._started if getattr(self, "_started", None) else 0.0
 
     def _save(self) -> None:
-        if self.checkpoint is not None and distributed.is_main():
-            self.last_checkpoint = self.checkpoint(self)
+        """Rank 0 writes; a failed write stops every rank."""
+        if self.checkpoint is not None:
+            self.last_checkpoint = distributed.from_main(lambda: self.checkpoint(self))
 
     def _stop_now(self, save: bool = True) -> None:
         """Write the state (unless just written) and stop after a stop signal: every rank leaves together."""
@@ -181,6 +184,18 @@ class Trainer:
             self.optimizers.append(torch.optim.Adam(g["quant"], lr=r.quant_lr, weight_decay=0.0))
         for pg in self.optimizer.param_groups:
             pg["initial_lr"] = r.lr0
+
+    def _apply_recipe(self) -> None:
+        """The recipe's base learning rates and weight decay on the optimizers' groups (e.g. a lower lr0 given
+        when resuming after a NaN); the current lr follows at the next epoch start or warm-up step."""
+        r = self.recipe
+        for j, pg in enumerate(self.optimizer.param_groups):
+            pg["initial_lr"] = r.lr0
+            if j == 1:
+                pg["weight_decay"] = r.weight_decay
+        for opt in self.optimizers[1:]:
+            for pg in opt.param_groups:
+                pg["lr"] = r.quant_lr
 
     def _lr_factor(self, epoch: int) -> float:
         """YOLOv5's linear schedule from 1 down to lrf over the stage."""
@@ -211,6 +226,10 @@ class Trainer:
         return {type(cb).__name__: cb.state_dict() for cb in self.callbacks}
 
     def load_callback_states(self, states: dict) -> None:
+        missing = [type(cb).__name__ for cb in self.callbacks if type(cb).__name__ not in states]
+        if missing:
+            raise UserError(f"{self.name}: the checkpoint has no state for {', '.join(missing)}: it was written with "
+                            "other method settings (e.g. method.ema.enabled); resume with the run's own settings")
         for cb in self.callbacks:
             cb.load_state_dict(states[type(cb).__name__])
 
