@@ -445,7 +445,7 @@ def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
     validate(cfg)
     run_dir = Path(run_dir or cfg.run_dir)
     target = resume_target(cfg.get("resume"), str(run_dir))
-    resuming = target is not None and _holds_a_run(target)
+    resuming = distributed.broadcast_object(target is not None and _holds_a_run(target))  # rank 0's view
     run_dir = target or run_dir
     def check_fresh() -> None:
         if not resuming and _holds_a_run(run_dir):
