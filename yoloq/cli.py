@@ -28,9 +28,9 @@ def _override(args: list[str], key: str) -> str | None:
     return values[-1] if values else None
 
 
-def _prepare_train(args: list[str]) -> list[str]:
-    """Overrides added before Hydra composes the config: the run folder a `resume=` names, the same time stamp
-    for every torchrun rank, and no Hydra files from ranks other than 0."""
+def _prepare_train(args: list[str]) -> tuple[list[str], Path | None]:
+    """Overrides added before Hydra composes the config: the run folder a `resume=` names (returned too), the
+    same time stamp for every torchrun rank, and no Hydra files from ranks other than 0."""
     from yoloq.engine.resume import resume_target
 
     if _override(args, "resume") not in (None, "false") and any(a in ("-m", "--multirun") for a in args):
@@ -45,16 +45,18 @@ def _prepare_train(args: list[str]) -> list[str]:
         extra.append(f"run_dir={target}")
     if not distributed.is_main():
         extra += ["hydra.output_subdir=null", "hydra/job_logging=none"]
-    return extra
+    return extra, target
 
 
 def hydra_entry(command: str) -> None:
     if command == "eval" and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
         sys.argv.append("run_dir=runs/eval-${now:%Y%m%d-%H%M%S}")  # not named like a training run
+    resumes = None  # the run folder that resume= continues
     try:
         check_group_overrides(sys.argv[1:])
         if command == "train" and not any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]):
-            sys.argv += _prepare_train(sys.argv[1:])
+            extra, resumes = _prepare_train(sys.argv[1:])
+            sys.argv += extra
     except UserError as e:
         _fail(e)
 
@@ -64,10 +66,10 @@ def hydra_entry(command: str) -> None:
         try:
             if command == "train":
                 from yoloq.engine.pipeline import train
-                from yoloq.engine.resume import resume_target, resumed_config
+                from yoloq.engine.resume import resumed_config
 
-                if resume_target(cfg.resume, run_dir) is not None and (Path(run_dir) / "config.yaml").is_file():
-                    cfg = resumed_config(Path(run_dir) / "config.yaml", list(HydraConfig.get().overrides.task), cfg)
+                if resumes is not None and (resumes / "config.yaml").is_file():
+                    cfg = resumed_config(resumes / "config.yaml", list(HydraConfig.get().overrides.task), cfg)
                 train(cfg, run_dir)
             else:
                 from yoloq.eval.checkpoint_eval import evaluate_checkpoint

@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -33,8 +33,8 @@ from yoloq.engine import distributed
 from yoloq.engine.checkpoint import save_atomic
 from yoloq.engine.preemption import Preempted, StopSignal
 from yoloq.engine.report import StageResult, print_table, write_results
-from yoloq.engine.resume import (STATE_FORMAT, STATE_VERSION, check_identity, read_checkpoint, resume_target,
-                                 run_identity, state_path)
+from yoloq.engine.resume import (STATE_FORMAT, STATE_VERSION, check_identity, has_progress, read_checkpoint,
+                                 resume_target, run_identity, state_path)
 from yoloq.engine.trainer import Recipe, Trainer
 from yoloq.eval.coco_eval import CocoEvaluator
 from yoloq.methods import build_callbacks
@@ -162,6 +162,7 @@ class Run:
     log: RunLog
     stop: StopSignal
     resuming: bool = False
+    fingerprints: dict = field(default_factory=dict)  # stage -> every rank's parameter hash (DDP)
 
     @property
     def identity(self) -> dict:
@@ -176,11 +177,15 @@ class Run:
             raise Preempted(f"stopped by {self.stop.name or 'a signal'} between stages; the finished stages are "
                             f"saved in {self.run_dir}")
 
+    def _provenance(self) -> dict:
+        """What every checkpoint of the run carries: whose it is, and where the log stood."""
+        return {"identity": self.identity, "config": self.config(), "log_step": self.log.step,
+                "log_records": self.log.records}
+
     def save_final(self, name: str, payload: dict) -> Path:
         """A stage's final checkpoint, with what resuming needs to skip it (rank 0 writes)."""
         path = self.run_dir / f"{name}.pt"
-        record = {**payload, "identity": self.identity, "config": self.config(), "log_step": self.log.step,
-                  "log_records": self.log.local.count if distributed.is_main() else 0}
+        record = {**payload, **self._provenance()}
         distributed.from_main(lambda: save_atomic(record, path))
         return path
 
@@ -188,8 +193,7 @@ class Run:
         """The trainer's per-epoch (and on-signal) checkpoint writer for `stage`."""
         def save(trainer: Trainer) -> Path:
             return save_atomic({"format": STATE_FORMAT, "version": STATE_VERSION, "stage": stage,
-                                "identity": self.identity, "trainer": trainer.state_dict(), "log_step": self.log.step,
-                                "log_records": self.log.local.count, "config": self.config()},
+                                "trainer": trainer.state_dict(), **self._provenance()},
                                state_path(self.run_dir, stage))
         return save
 
@@ -228,9 +232,6 @@ class Run:
         self.fingerprints[stage] = trainer.replica_fingerprints
         if distributed.is_main():
             state_path(self.run_dir, stage).unlink(missing_ok=True)
-
-    def __post_init__(self):
-        self.fingerprints: dict[str, list[str]] = {}
 
 
 def fp_stage(run: Run) -> tuple[torch.nn.Module, StageResult]:
@@ -434,21 +435,16 @@ def fold_and_check(run: Run, model, imgs: torch.Tensor, source: StageResult) -> 
                        str(path), extra=extra)
 
 
-def _holds_a_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in ("results.json", "qat.pt", "qc.pt")) or any(
-        run_dir.glob("*-last.pt"))
-
-
 def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
     """One run. `resume=true|PATH` continues the run in that folder (resume.resume_target); under torchrun
     every rank calls this with the same run folder."""
     validate(cfg)
     run_dir = Path(run_dir or cfg.run_dir)
     target = resume_target(cfg.get("resume"), str(run_dir))
-    resuming = distributed.broadcast_object(target is not None and _holds_a_run(target))  # rank 0's view
+    resuming = distributed.broadcast_object(target is not None and has_progress(target))  # rank 0's view
     run_dir = target or run_dir
     def check_fresh() -> None:
-        if not resuming and _holds_a_run(run_dir):
+        if not resuming and has_progress(run_dir):
             raise UserError(f"run_dir={run_dir} already holds a run: add resume=true to continue it, or choose "
                             "another run_dir")
         if target is not None and not resuming:  # stopped before its first checkpoint: start the log over

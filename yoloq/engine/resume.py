@@ -54,6 +54,12 @@ def state_path(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / f"{stage}-last.pt"
 
 
+def has_progress(run_dir: Path) -> bool:
+    """Holds work to continue (a stage's state or final checkpoint, or results): fp.pt alone is not."""
+    return any((run_dir / name).exists() for name in ("results.json", "qat.pt", "qc.pt")) or any(
+        run_dir.glob("*-last.pt"))
+
+
 def is_run_dir(path: Path) -> bool:
     return (path / "config.yaml").is_file() and any(path.glob("*.pt"))
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, fields
-from typing import Callable
-
-import random
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -112,7 +111,8 @@ class Trainer:
         self.loss_items: dict = {}
         self.last_metrics: dict = {}
         self.mosaic_closed = False
-        self.wall_time = 0.0
+        self.wall_time = 0.0  # of earlier sessions of this stage (resume); the running one is _elapsed()
+        self._started: float | None = None
         self.replica_fingerprints: list[str] = []
         self._build_optimizers()
         self._callback_state = None
@@ -150,7 +150,7 @@ class Trainer:
         self._callback_state = state["callbacks"]  # loaded once the callbacks have set up (on_stage_start)
 
     def _elapsed(self) -> float:
-        return time.time() - self._started if getattr(self, "_started", None) else 0.0
+        return time.time() - self._started if self._started is not None else 0.0
 
     def _save(self) -> None:
         """Rank 0 writes; a failed write stops every rank."""
@@ -158,10 +158,9 @@ class Trainer:
             self.last_checkpoint = distributed.from_main(lambda: self.checkpoint(self))
 
     def _stop_now(self, save: bool = True) -> None:
-        """Write the state (unless just written) and stop after a stop signal: every rank leaves together."""
+        """Write the state (unless just written) and stop after a stop signal."""
         if save:
-            self._save()
-        distributed.barrier()
+            self._save()  # from_main: every rank leaves once rank 0 has written
         where = f"; resumable checkpoint {self.last_checkpoint}" if self.last_checkpoint else ""
         raise Preempted(f"{self.name} stopped by {self.stop.name or 'a signal'} after {self.epoch} epoch(s) and "
                         f"{self.batch} batch(es){where}", self.last_checkpoint)
@@ -346,7 +345,8 @@ class Trainer:
             if distributed.any_rank(self.stop.requested)[0]:  # e.g. a signal during the evaluation
                 self._stop_now(save=False)
         self.epoch = r.epochs
-        self.replica_fingerprints = distributed.gather_fingerprints(self.model)
+        if self.ddp is not None:  # the proof that DDP kept the ranks in step
+            self.replica_fingerprints = distributed.gather_fingerprints(self.model)
         if len(set(self.replica_fingerprints)) > 1:
             raise RuntimeError(f"{self.name}: DDP replicas diverged (parameter fingerprints {self.replica_fingerprints})")
         self._hook("on_stage_end")

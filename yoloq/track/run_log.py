@@ -35,6 +35,11 @@ class RunLog:
             id_file.write_text(wandb_log.run.id)
         return cls(run_dir, wandb_log, lg.log_every)
 
+    @property
+    def records(self) -> int:
+        """Records in the local log so far (a checkpoint keeps it, to rewind to)."""
+        return self.local.count
+
     def rewind(self, step: int, records: int) -> None:
         """Back to a checkpoint's global step and number of local records (what came after is logged again;
         W&B ignores steps it already has)."""
@@ -82,6 +87,10 @@ class NullRunLog(RunLog):
 
     def summary(self, values: dict) -> None:
         pass
+
+    @property
+    def records(self) -> int:
+        return 0
 
     def rewind(self, step: int, records: int) -> None:
         self.step = step
