@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 from ultralytics.data.build import seed_worker
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int | str, epoch: int | str) -> int:
     """A well-mixed 63-bit seed per (run seed, epoch); neighbouring epochs get unrelated streams."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{epoch}".encode()).digest()[:8], "little") >> 1
 
@@ -58,13 +58,21 @@ def init_worker(worker_id: int) -> None:
     seed_worker(worker_id)
 
 
-def clear_mosaic_buffer(dataset) -> None:
-    """ultralytics keeps recently loaded images for mosaic partners: that memory of earlier epochs is state a
-    checkpoint does not hold, so each epoch starts without it."""
-    for j in getattr(dataset, "buffer", []):
+def refill_mosaic_buffer(dataset, seed) -> None:
+    """ultralytics draws mosaic partners from a buffer of recently loaded images. Persistent workers carried it
+    from one epoch to the next; that memory is state no checkpoint holds, and workers started per epoch would
+    begin with an empty buffer (the first mosaics of every epoch would repeat one image). So each epoch starts
+    from a full buffer of images chosen by `seed`, loaded here before the workers fork and inherit it."""
+    if not hasattr(dataset, "buffer"):
+        return
+    for j in dataset.buffer:
         dataset.ims[j], dataset.im_hw0[j], dataset.im_hw[j] = None, None, None
-    if hasattr(dataset, "buffer"):
-        dataset.buffer.clear()
+    dataset.buffer.clear()
+    if not getattr(dataset, "augment", False) or getattr(dataset, "cache", None) == "ram":
+        return  # no buffer in use: RAM-cached datasets draw partners from all images
+    g = torch.Generator().manual_seed(epoch_seed(seed, "buffer"))
+    for i in torch.randperm(len(dataset), generator=g)[: dataset.max_buffer_length].tolist():
+        dataset.load_image(i)  # appends i to the buffer and keeps the image in memory
 
 
 class EpochLoader:
@@ -92,7 +100,7 @@ class EpochLoader:
             random.seed(seed)
             np.random.seed(seed % 2**32)
             torch.manual_seed(seed)
-        clear_mosaic_buffer(self.dataset)
+        refill_mosaic_buffer(self.dataset, seed)
 
     def reset(self) -> None:
         """Workers start per epoch, so a changed dataset (close_mosaic) is picked up by the next epoch."""

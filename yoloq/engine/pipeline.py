@@ -52,7 +52,7 @@ from yoloq.track.run_log import NullRunLog, RunLog
 from yoloq.track.scale_history import ScaleHistory
 
 log = logging.getLogger("yoloq")
-FP_CACHE_VERSION = 2  # 2: the resumable training loader (other data order than 1's)
+FP_CACHE_VERSION = 3  # 2: the resumable training loader; 3: its mosaic buffer starts full each epoch
 
 
 def seed_everything(seed: int) -> None:
