@@ -295,6 +295,14 @@ def quantized_copy(cfg, model, calib_batches) -> torch.nn.Module:
     return model
 
 
+def qat_callbacks(cfg, run_log: RunLog) -> list:
+    """The method's callbacks (its oscillation tracker first), then the recorders and the metric log."""
+    callbacks = build_callbacks(cfg.method, quant_config(cfg).w_bits)
+    # recorders run after the method's callbacks: they see this step's trackers and EMA
+    osc_history = OscillationHistory(callbacks[0], cfg.logger.log_every)
+    return callbacks + [osc_history, ScaleHistory(cfg.logger.scale_window), LogMetrics(run_log, "qat")]
+
+
 def qat_stage(run: Run, model, calib_batches):
     """Quantize and calibrate a copy of the FP model, then QAT with the method's callbacks."""
     cfg, data, device, run_dir = run.cfg, run.data, run.device, run.run_dir
@@ -311,12 +319,8 @@ def qat_stage(run: Run, model, calib_batches):
         return model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, done["metrics"], done["wall_time"],
                                   str(run_dir / "qat.pt"), extra=done["extra"])
 
-    callbacks = build_callbacks(cfg.method, qcfg.w_bits)
-    tracking = callbacks[0]
-    # recorders run after the method's callbacks: they see this step's trackers and EMA
-    osc_history = OscillationHistory(tracking, cfg.logger.log_every)
-    scale_history = ScaleHistory(cfg.logger.scale_window)
-    callbacks += [osc_history, scale_history, LogMetrics(run.log, "qat")]
+    callbacks = qat_callbacks(cfg, run.log)
+    tracking, osc_history, scale_history = callbacks[0], callbacks[-3], callbacks[-2]
     recipe = Recipe.from_cfg(cfg.trainer.qat)
     trainer = run.trainer("qat", model, data.train_loader(cfg.seed), recipe, callbacks, run.unfinished("qat"))
     metrics = trainer.fit()
@@ -380,27 +384,38 @@ def output_diff(a: torch.nn.Module, b: torch.nn.Module, imgs: torch.Tensor) -> t
     return float(diff.max()), float(diff.mean())
 
 
+def qc_model(cfg, model, device: torch.device):
+    """A copy of the QAT model with everything frozen and a trainable correction after each quantized conv."""
+    qc = cfg.method.qc
+    model = copy.deepcopy(model).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    add_corrections(model, qc.per_channel, qc.scale, qc.shift)
+    return model
+
+
+def qc_recipe(cfg) -> Recipe:
+    r = cfg.trainer.qc
+    return Recipe(epochs=r.epochs, optimizer="adamw", lr0=r.lr, lrf=1.0, momentum=0.9, weight_decay=0.0,
+                  warmup_epochs=0, eval_every=r.epochs)
+
+
 def qc_stage(run: Run, model, calib_batches, source: StageResult) -> list[StageResult]:
     """Quantization correction (PAPER.md §4): learn a per-channel affine after each quantized conv for one
     epoch with everything else frozen, then fold it into BN and check the folded and deploy forms."""
     cfg, data, device, run_dir = run.cfg, run.data, run.device, run.run_dir
     run.check_stop()
     seed_everything(cfg.seed)
-    qc, recipe_cfg = cfg.method.qc, cfg.trainer.qc
-    model = copy.deepcopy(model).to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    add_corrections(model, qc.per_channel, qc.scale, qc.shift)
+    model = qc_model(cfg, model, device)
     done = run.finished("qc")
     if done is not None:
         model.load_state_dict(done["model"])
         metrics, wall_time = done["metrics"], done["wall_time"]
     else:
-        recipe = Recipe(epochs=recipe_cfg.epochs, optimizer="adamw", lr0=recipe_cfg.lr, lrf=1.0, momentum=0.9,
-                        weight_decay=0.0, warmup_epochs=0, eval_every=recipe_cfg.epochs)
+        recipe_cfg = cfg.trainer.qc
         loader = data.train_loader(f"{cfg.seed}-qc", fraction=float(recipe_cfg.fraction), mosaic=recipe_cfg.mosaic)
         callbacks = [FrozenBatchNorm(), LogMetrics(run.log, "qc")]
-        trainer = run.trainer("qc", model, loader, recipe, callbacks, run.unfinished("qc"))
+        trainer = run.trainer("qc", model, loader, qc_recipe(cfg), callbacks, run.unfinished("qc"))
         metrics = trainer.fit()
         wall_time = trainer.wall_time
         run.save_final("qc", {"model": model.state_dict(), "metrics": metrics, "history": trainer.history,

@@ -5,7 +5,8 @@ import math
 import torch
 from torch import nn
 
-from .grid import fake_quantize, int_range, soft_round
+from . import kernels
+from .grid import int_range, soft_round
 from .observer import SampleObserver
 from .scale_init import INIT_METHODS, initial_scale
 
@@ -19,7 +20,7 @@ class LSQFakeQuantize(torch.autograd.Function):
       d out/d offset = 0 inside, 1 outside
     The scale and offset gradients are multiplied by grad_scale and summed to their shapes, so
     scale/offset may be passed as views that broadcast against x (e.g. [1, C, 1, 1]).
-    Computes in float32 (safe under autocast); the output and grad_x have x's dtype.
+    The math is kernels.py's (fused where compiled); the output and grad_x have x's dtype.
     """
 
     @staticmethod
@@ -27,31 +28,30 @@ class LSQFakeQuantize(torch.autograd.Function):
         # Only the inputs are saved: the masks are cheap to recompute and would cost memory.
         ctx.save_for_backward(x, scale, offset)
         ctx.qn, ctx.qp, ctx.grad_scale = qn, qp, grad_scale
-        v = x.float() if offset is None else x.float() - offset.float()
-        out = fake_quantize(v, scale.float(), qn, qp)
-        if offset is not None:
-            out = out + offset.float()
-        return out.to(x.dtype)
+        return kernels.fake_quant_forward(x, scale, offset, qn, qp)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, scale, offset = ctx.saved_tensors
-        qn, qp, g = ctx.qn, ctx.qp, ctx.grad_scale
-        v = x.float() if offset is None else x.float() - offset.float()
-        v_s = v / scale.float()
-        below, above = v_s < -qn, v_s > qp
-        inside = ~(below | above)
-        grad_out = grad_out.float()
-
-        grad_x = grad_scale = grad_offset = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad_out * inside).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            d_scale = torch.where(inside, v_s.round() - v_s, torch.where(below, -float(qn), float(qp)))
-            grad_scale = ((grad_out * d_scale).sum_to_size(scale.shape) * g).to(scale.dtype)
-        if offset is not None and ctx.needs_input_grad[2]:
-            grad_offset = ((grad_out * ~inside).sum_to_size(offset.shape) * g).to(offset.dtype)
+        grad_x, grad_scale, grad_offset = quantizer_backward(
+            grad_out, x, scale, offset, ctx.qn, ctx.qp, ctx.grad_scale
+        )
         return grad_x, grad_scale, grad_offset, None, None, None
+
+
+def quantizer_backward(grad_out, x, scale, offset, qn: int, qp: int, grad_scale: float, with_output: bool = False):
+    """(grad_x, grad_scale, grad_offset) of LSQFakeQuantize, each shaped like its input; with_output, also
+    the forward's output, from the same pass."""
+    # Reduce over every dim where the (broadcast) scale has size 1.
+    shape = (1,) * (x.dim() - scale.dim()) + tuple(scale.shape)
+    dims = tuple(d for d in range(x.dim()) if shape[d] == 1)
+    grad_x, d_scale, d_offset, *out = kernels.fake_quant_backward(
+        grad_out, x, scale, offset, qn, qp, dims, with_output
+    )
+    d_scale = (d_scale.reshape(scale.shape) * grad_scale).to(scale.dtype)
+    if offset is not None:
+        d_offset = (d_offset.reshape(offset.shape) * grad_scale).to(offset.dtype)
+    return (grad_x, d_scale, d_offset, *out)
 
 
 class LSQQuantizer(nn.Module):
@@ -200,18 +200,27 @@ class LSQQuantizer(nn.Module):
             v = x if self.offset is None else x - self._broadcast(self.offset, x)
             return torch.clamp(torch.round(v / self.scale_like(x)), -self._qn, self._qp)
 
+    @property
+    def plain(self) -> bool:
+        """Whether forward is the plain fake quantization of fake_quant_args (not observing, initialised,
+        no soft rounding), so that a caller may fuse it with what follows."""
+        return self._observer is None and self._initialized and self.soft_round is None
+
+    def fake_quant_args(self, x: torch.Tensor) -> tuple:
+        """(scale, offset, qn, qp, grad_scale) as LSQFakeQuantize takes them for input x."""
+        offset = None if self.offset is None else self._broadcast(self.offset, x)
+        return self._broadcast(self.scale, x), offset, self._qn, self._qp, self._grad_scale(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
             self._observer.update(x)
             return x
         if not self._initialized:
             self.init_from(x)
-        offset = None if self.offset is None else self._broadcast(self.offset, x)
         if self.soft_round is not None:
+            offset = None if self.offset is None else self._broadcast(self.offset, x)
             return self._soft_forward(x, offset)
-        return LSQFakeQuantize.apply(
-            x, self._broadcast(self.scale, x), offset, self._qn, self._qp, self._grad_scale(x)
-        )
+        return LSQFakeQuantize.apply(x, *self.fake_quant_args(x))
 
     @torch.no_grad()
     def _soft_forward(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .config import QuantConfig
+from .fused_conv import FakeQuantInputConv2d, fusable
 from .lsq import LSQQuantizer
 
 _ACT_SIGNED = {"auto": None, "signed": True, "unsigned": False}
@@ -78,10 +79,15 @@ class QuantConv2d(nn.Conv2d):
         return conv.train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_quantizer is not None:
-            x = self.act_quantizer(x)
         weight = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
-        out = self._conv_forward(x, weight, self.bias)
+        q = self.act_quantizer
+        if q is not None and q.plain and fusable(self):
+            # One node that saves x rather than both x and q(x) (fused_conv.py).
+            out = FakeQuantInputConv2d.apply(
+                x, *q.fake_quant_args(x), weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
+        else:
+            out = self._conv_forward(x if q is None else q(x), weight, self.bias)
         return out if self.correction is None else self.correction(out)
 
 

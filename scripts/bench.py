@@ -1,0 +1,119 @@
+"""Speed and memory of fake-quantized training: `python scripts/bench.py` (table on stdout, JSON file).
+
+Sections (--sections, default all):
+  step    QAT/FP training-step time and peak memory, yolov5n at --batch/--imgsz, per-tensor and per-channel
+  op      fake-quant forward+backward over --op-numel elements: ours, PyTorch's builtin, plain ops, the
+          memory-bandwidth floor
+  stages  the QC stage against one QAT epoch, and evaluation images/s, on the embedded dataset (Hydra
+          overrides after `--`, e.g. `-- trainer.batch=8`)
+Every ratio is taken inside this one process, from interleaved repeats.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+from yoloq.bench.report import goals_table, print_table  # noqa: E402
+
+SECTIONS = ("step", "op", "stages")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of step,op,stages")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--model", default="yolov5n.yaml", help="ultralytics model YAML for the step section")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--bits", type=int, default=3)
+    p.add_argument("--amp", action="store_true", help="autocast the step section (CUDA)")
+    p.add_argument("--repeats", type=int, default=11, help="timed repeats per measurement (median)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--op-numel", type=int, default=13_000_000)
+    p.add_argument("--stage-fraction", type=float, default=0.25, help="share of the training set for the stages")
+    p.add_argument("--out", default=None, help="JSON file (default runs/bench-<time>.json)")
+    args, overrides = p.parse_known_args(argv)
+    overrides = [o for o in overrides if o != "--"]
+    unknown = [o for o in overrides if "=" not in o]
+    if unknown:
+        p.error(f"unrecognised arguments {' '.join(unknown)}: options are listed by --help; Hydra overrides "
+                "(key=value) go after --")
+    sections = [s for s in args.sections.split(",") if s]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad or not sections:
+        p.error(f"--sections={args.sections} names no section or an unknown one: use a subset of {','.join(SECTIONS)}")
+    if min(args.repeats, args.batch, args.imgsz, args.op_numel) < 1 or args.warmup < 0:
+        p.error("--repeats, --batch, --imgsz and --op-numel must be positive and --warmup not negative")
+    if not 0 < args.stage_fraction <= 1:
+        p.error(f"--stage-fraction={args.stage_fraction} is out of range: use a share in (0, 1]")
+    return args, sections, overrides
+
+
+def environment(device: torch.device) -> dict:
+    from yoloq.quant import kernels
+
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+           "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+           "kernel": kernels.kernel_mode(), "compiled": kernels.uses_compiled(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def main(argv=None) -> int:
+    args, sections, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from yoloq.config import resolve_device
+    from yoloq.errors import UserError
+
+    try:
+        device = resolve_device(args.device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = {"command": " ".join(["python scripts/bench.py", *(sys.argv[1:] if argv is None else argv)]),
+              "environment": environment(device)}
+    if "step" in sections:
+        from yoloq.bench.train_step import bench_train_step
+
+        result["step"] = bench_train_step(args.model, args.batch, args.imgsz, args.bits, device, args.repeats,
+                                          args.warmup, amp=args.amp)
+    if "op" in sections:
+        from yoloq.bench.fake_quant_op import bench_fake_quant_op
+
+        result["op"] = {mode: bench_fake_quant_op(args.op_numel, args.bits, device, args.repeats, args.warmup,
+                                                  per_channel=mode == "per_channel")
+                        for mode in ("per_tensor", "per_channel")}
+    if "stages" in sections:
+        from hydra import compose, initialize_config_dir
+
+        from yoloq.bench.stages import bench_stages
+        from yoloq.config import CONF_DIR, validate
+
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose("config", overrides=[f"device={args.device}", *overrides])
+        try:
+            validate(cfg)
+            result["stages"] = bench_stages(cfg, args.stage_fraction)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print_table(goals_table(result))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

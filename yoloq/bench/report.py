@@ -1,0 +1,65 @@
+"""The benchmark's table: each measurement next to the issue's goal for it."""
+
+from __future__ import annotations
+
+# (what, goal, where in the result, test): the goals of issue 7.
+GOAL_STEP_RATIO = 1.15
+GOAL_OP_SPEEDUP = 4.0
+GOAL_OP_FLOOR = 2.0
+GOAL_PEAK_RATIO = 1.25
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def goals_table(result: dict) -> list[tuple[str, str, str, str]]:
+    """Rows (measurement, value, goal, verdict)."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name, value, goal=None, ok=None, unit=""):
+        verdict = "" if ok is None or value is None else ("met" if ok else "missed")
+        rows.append((name, _fmt(value, unit), goal or "", verdict))
+
+    step = result.get("step")
+    if step:
+        tag = f"{step['model']} b{step['batch']} {step['imgsz']}px W{step['bits']}A{step['bits']}"
+        row(f"FP step ({tag})", step["fp"]["step_s"], unit=" s")
+        for mode in ("per_tensor", "per_channel"):
+            r = step[f"qat_{mode}"]
+            row(f"QAT step, {mode.replace('_', '-')}", r["step_s"], unit=" s")
+            row(f"  QAT/FP step time", r["time_ratio"], f"<= {GOAL_STEP_RATIO}", r["time_ratio"] <= GOAL_STEP_RATIO, "x")
+            peak = r["peak_ratio"]
+            row(f"  QAT/FP peak memory", peak, f"<= {GOAL_PEAK_RATIO}", None if peak is None else peak <= GOAL_PEAK_RATIO,
+                "x")
+            row(f"  QAT/FP saved for backward", r["saved_ratio"], unit="x")
+        row("FP peak memory above idle", step["fp"]["peak_mb"], unit=" MiB")
+    for mode, op in (result.get("op") or {}).items():
+        ms = op["ms"]
+        row(f"fake quant fwd+bwd, {op['numel'] / 1e6:.1f}M, {mode.replace('_', '-')}: ours", ms["ours"], unit=" ms")
+        row("  PyTorch builtin learnable", ms["builtin"], unit=" ms")
+        row("  plain torch ops / ours eager", f"{ms['plain_ops']:.3g} / {ms['ours_eager']:.3g}", unit=" ms")
+        row("  floor: 2 copies into new / reused memory", f"{ms['floor_fresh']:.3g} / {ms['floor_reused']:.3g}",
+            unit=" ms")
+        row("  builtin/ours", op["builtin_over_ours"], f">= {GOAL_OP_SPEEDUP}", op["builtin_over_ours"] >= GOAL_OP_SPEEDUP,
+            "x")
+        row("  ours/floor (new memory)", op["ours_over_floor_fresh"], f"<= {GOAL_OP_FLOOR}",
+            op["ours_over_floor_fresh"] <= GOAL_OP_FLOOR, "x")
+        row("  ours/floor (reused memory)", op["ours_over_floor_reused"], f"<= {GOAL_OP_FLOOR}",
+            op["ours_over_floor_reused"] <= GOAL_OP_FLOOR, "x")
+    stages = result.get("stages")
+    if stages:
+        row(f"one QAT epoch ({stages['qat_epoch']['steps']} steps)", stages["qat_epoch"]["seconds"], unit=" s")
+        row(f"QC stage ({stages['qc_stage']['steps']} steps)", stages["qc_stage"]["seconds"], unit=" s")
+        row("  QC stage / QAT epoch", stages["qc_over_qat_epoch"], unit="x")
+        for name, e in stages["eval"].items():
+            row(f"evaluation, {name} model ({e['images']} images)", e["images_per_s"], unit=" img/s")
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    widths = [max(len(r[i]) for r in rows + [("measurement", "value", "goal", "")]) for i in range(4)]
+    for r in [("measurement", "value", "goal", ""), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -1,0 +1,76 @@
+"""A yolov5n-style training step in FP and with fake quantization, on a fixed random batch."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from yoloq.models.build import build_model, high_precision_layers
+from yoloq.quant import QuantConfig, quantize_model
+
+from .measure import interleaved_times, median, median_ratio, peak_memory_mb, saved_for_backward_mb
+
+
+def random_batch(batch: int, imgsz: int, num_classes: int, device: torch.device, boxes_per_image: int = 4) -> dict:
+    """An ultralytics training batch of noise images with random boxes (normalised xywh)."""
+    gen = torch.Generator().manual_seed(0)
+    n = batch * boxes_per_image
+    return {
+        "img": torch.rand(batch, 3, imgsz, imgsz, generator=gen).to(device),
+        "cls": torch.randint(0, num_classes, (n, 1), generator=gen).float().to(device),
+        "bboxes": (torch.rand(n, 4, generator=gen) * 0.4 + 0.2).to(device),
+        "batch_idx": torch.arange(batch).repeat_interleave(boxes_per_image).float().to(device),
+    }
+
+
+class StepRunner:
+    """One SGD training step of a model on a fixed batch (loss, backward, optimizer step)."""
+
+    def __init__(self, model: torch.nn.Module, batch: dict, amp: bool):
+        self.model, self.batch, self.amp = model.train(), batch, amp
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+        self.device = batch["img"].device
+
+    def forward(self) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss, _ = self.model.loss(self.batch)
+        return loss.sum()
+
+    def __call__(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.forward().backward()
+        self.optimizer.step()
+
+    def clear(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device: torch.device,
+                     repeats: int, warmup: int, amp: bool = False, num_classes: int = 80) -> dict:
+    """FP vs QAT (per-tensor and per-channel weights) step time, peak memory and saved activations."""
+    names = tuple(str(i) for i in range(num_classes))
+    data = random_batch(batch, imgsz, num_classes, device)
+    fp = build_model(model_yaml, names).to(device)
+    models = {"fp": fp}
+    for per_channel in (False, True):
+        q = quantize_model(copy.deepcopy(fp), QuantConfig(w_bits=bits, a_bits=bits, per_channel=per_channel),
+                           calib_batches=[data["img"][:2]], high_precision=high_precision_layers(fp))
+        models["qat_per_channel" if per_channel else "qat_per_tensor"] = q
+    runners = {name: StepRunner(m, data, amp) for name, m in models.items()}
+    times = interleaved_times(runners, repeats, warmup, device)
+    result = {"model": model_yaml, "batch": batch, "imgsz": imgsz, "bits": bits, "amp": amp, "repeats": repeats}
+    for name, runner in runners.items():
+        runner.clear()
+        result[name] = {
+            "step_s": median(times[name]),
+            "peak_mb": peak_memory_mb(runner, device),
+            "saved_mb": saved_for_backward_mb(runner.forward),
+        }
+        runner.clear()
+    for name in ("qat_per_tensor", "qat_per_channel"):
+        fp_mem, q_mem = result["fp"]["peak_mb"], result[name]["peak_mb"]
+        result[name]["time_ratio"] = median_ratio(times[name], times["fp"])
+        result[name]["peak_ratio"] = None if not fp_mem or q_mem is None else q_mem / fp_mem
+        result[name]["saved_ratio"] = result[name]["saved_mb"] / result["fp"]["saved_mb"]
+    return result
