@@ -2,8 +2,8 @@
 
 Run as two nodes, autograd saves two full-size tensors per layer: the quantizer's input x (for
 its own backward) and the conv's input q(x) (for the weight gradient). This node saves x alone
-and recomputes q(x) in backward, in the same fused pass that computes the quantizer's gradients,
-so a quantized conv keeps as much for backward as a float one. Values and gradients are those of the two nodes, bit for bit.
+and recomputes q(x) in backward (one fused pass), so a quantized conv keeps as much for backward as
+a float one. Values and gradients are those of the two nodes, bit for bit.
 """
 
 import torch
@@ -35,28 +35,22 @@ class FakeQuantInputConv2d(torch.autograd.Function):
         qn, qp, grad_scale = ctx.quant
         stride, padding, dilation, groups = ctx.conv
         need = ctx.needs_input_grad
-        need_input, need_weight = need[0] or need[1] or need[2], need[6] or need[7]
-        grad_out, weight_c = grad_out.to(ctx.dtype), weight.to(ctx.dtype)
-
-        def conv_backward(conv_input, mask):
-            return torch.ops.aten.convolution_backward(
-                grad_out, conv_input, weight_c, ctx.bias_sizes, stride, padding, dilation, False, [0, 0], groups,
-                mask)
-
-        grad_x = grad_s = grad_o = grad_w = grad_b = None
-        if need_input:
-            # The input gradient needs only the input's shape; then one pass gives the quantizer's
-            # gradients and, for the weight gradient, q(x) again.
-            shape_only = grad_out.new_empty(1).expand(x.shape)
-            grad_xq = conv_backward(shape_only, [True, False, False])[0]
-            grad_x, grad_s, grad_o, *xq = quantizer_backward(
-                grad_xq, x, scale, offset, qn, qp, grad_scale, with_output=need_weight)
-            del grad_xq
-        if need_weight:
-            xq = xq[0] if need_input else kernels.fake_quant_forward(x, scale, offset, qn, qp)
-            _, grad_w, grad_b = conv_backward(xq.to(ctx.dtype), [False, need[6], need[7] and ctx.bias_sizes is not None])
-            grad_w = None if grad_w is None else grad_w.to(weight.dtype)
-            grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)
+        need_input = need[0] or need[1] or need[2]
+        # One conv backward call for all three gradients (two calls cost more on CPU than the extra
+        # elementwise pass that recomputes q(x) first). The input gradient needs only the input's shape.
+        if need[6]:
+            xq = kernels.fake_quant_forward(x, scale, offset, qn, qp).to(ctx.dtype)
+        else:  # e.g. quantization correction, where every conv is frozen
+            xq = grad_out.new_empty(1).expand(x.shape)
+        grad_xq, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out.to(ctx.dtype), xq, weight.to(ctx.dtype), ctx.bias_sizes, stride, padding, dilation, False,
+            [0, 0], groups, [need_input, need[6], need[7] and ctx.bias_sizes is not None])
+        del xq  # free before the quantizer's backward
+        grad_x = grad_s = grad_o = None
+        if need_input:  # grad_xq is ours alone: the input gradient is written into it
+            grad_x, grad_s, grad_o = quantizer_backward(grad_xq, x, scale, offset, qn, qp, grad_scale, in_place=True)
+        grad_w = None if grad_w is None else grad_w.to(weight.dtype)
+        grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)
         return grad_x, grad_s, grad_o, None, None, None, grad_w, grad_b, None, None, None, None
 
 

@@ -10,8 +10,9 @@ with a full-size temporary per op; torch.compile (inductor: C++/OpenMP on CPU, T
 turns each into one pass that reads its inputs once. The math runs in float32 whatever the input
 dtype (safe under autocast); outputs and grad_x take x's dtype.
 
-The kernel is picked per device type: YOLOQ_FAKE_QUANT_KERNEL=eager|compiled|auto (default auto:
-compiled, falling back to eager with one warning where compilation fails, e.g. no C++ compiler).
+YOLOQ_FAKE_QUANT_KERNEL picks the kernel: auto (default) compiles for tensors of at least
+MIN_COMPILED_NUMEL elements and falls back to eager, with one warning, on a device type where
+compiling fails (e.g. no C++ compiler); compiled always compiles and raises on failure; eager never.
 """
 
 from __future__ import annotations
@@ -34,21 +35,22 @@ def forward_math(x, scale, offset, qn, qp):
     return out.to(x.dtype)
 
 
-def backward_math(grad, x, scale, offset, qn, qp, dims: tuple[int, ...], with_output: bool = False):
-    """(grad_x, grad_scale, grad_offset), and the forward's output when with_output (one pass for a
-    caller that needs both). grad_scale/grad_offset are summed over dims with keepdim, not yet
-    multiplied by LSQ's gradient scale; grad_offset is None without an offset."""
+def backward_math(grad, x, scale, offset, qn, qp, dims: tuple[int, ...], in_place: bool = False):
+    """(grad_x, grad_scale, grad_offset): grad_scale/grad_offset summed over dims with keepdim, not yet
+    multiplied by LSQ's gradient scale; grad_offset is None without an offset. in_place writes grad_x
+    into grad (same dtype as x), which the caller must own: no new full-size tensor."""
     v = x.float() if offset is None else x.float() - offset.float()
     v_s = v / scale.float()
     below, above = v_s < -qn, v_s > qp
     inside = ~(below | above)
-    grad = grad.float()
-    grad_x = torch.where(inside, grad, 0.0)
+    g = grad.float()
+    grad_x = torch.where(inside, g, 0.0)
     d_scale = torch.where(inside, torch.round(v_s) - v_s, torch.where(below, -qn, qp))
-    grad_scale = (grad * d_scale).sum(dims, keepdim=True)
-    grad_offset = None if offset is None else (grad - grad_x).sum(dims, keepdim=True)
-    grads = (grad_x.to(x.dtype), grad_scale, grad_offset)
-    return (*grads, forward_math(x, scale, offset, qn, qp)) if with_output else grads
+    grad_scale = (g * d_scale).sum(dims, keepdim=True)
+    grad_offset = None if offset is None else (g - grad_x).sum(dims, keepdim=True)
+    if in_place:
+        return grad.copy_(grad_x), grad_scale, grad_offset
+    return grad_x.to(x.dtype), grad_scale, grad_offset
 
 
 class _Kernels:
@@ -62,8 +64,9 @@ class _Kernels:
         if self.compiled is None:
             # Each rank, dtype and mode (offset or not, reduced dims) is a compilation of its own, and the
             # default limit of 8 per function is below what a model plus the tests use.
-            limit = torch._dynamo.config.recompile_limit
-            torch._dynamo.config.recompile_limit = max(limit, 64)
+            config = torch._dynamo.config
+            name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+            setattr(config, name, max(getattr(config, name), 64))
             # dynamic: one kernel for every layer's shape instead of a recompile per shape.
             self.compiled = (
                 torch.compile(forward_math, dynamic=True, fullgraph=True),
@@ -132,7 +135,7 @@ def _run(which: int, eager, x: torch.Tensor, before: tuple, qn: int, qp: int, af
     try:
         with torch.autocast(x.device.type, enabled=False):
             return _kernels.get()[which](*before, *_bounds(qn, qp, x.device), *after)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:  # an alias of torch.OutOfMemoryError, which torch < 2.5 lacks
         raise
     except Exception as e:  # inductor raises many types for a missing or failing compiler
         if kernel_mode() == "compiled":
@@ -151,5 +154,5 @@ def fake_quant_forward(x, scale, offset, qn: int, qp: int) -> torch.Tensor:
     return _run(0, forward_math, x, (x, scale, offset), qn, qp)
 
 
-def fake_quant_backward(grad, x, scale, offset, qn: int, qp: int, dims: tuple[int, ...], with_output: bool = False):
-    return _run(1, backward_math, x, (grad, x, scale, offset), qn, qp, (dims, with_output))
+def fake_quant_backward(grad, x, scale, offset, qn: int, qp: int, dims: tuple[int, ...], in_place: bool = False):
+    return _run(1, backward_math, x, (grad, x, scale, offset), qn, qp, (dims, in_place and grad.dtype == x.dtype))

@@ -39,19 +39,17 @@ class LSQFakeQuantize(torch.autograd.Function):
         return grad_x, grad_scale, grad_offset, None, None, None
 
 
-def quantizer_backward(grad_out, x, scale, offset, qn: int, qp: int, grad_scale: float, with_output: bool = False):
-    """(grad_x, grad_scale, grad_offset) of LSQFakeQuantize, each shaped like its input; with_output, also
-    the forward's output, from the same pass."""
+def quantizer_backward(grad_out, x, scale, offset, qn: int, qp: int, grad_scale: float, in_place: bool = False):
+    """(grad_x, grad_scale, grad_offset) of LSQFakeQuantize, each shaped like its input; in_place may write
+    grad_x into grad_out (a caller that owns it)."""
     # Reduce over every dim where the (broadcast) scale has size 1.
     shape = (1,) * (x.dim() - scale.dim()) + tuple(scale.shape)
     dims = tuple(d for d in range(x.dim()) if shape[d] == 1)
-    grad_x, d_scale, d_offset, *out = kernels.fake_quant_backward(
-        grad_out, x, scale, offset, qn, qp, dims, with_output
-    )
+    grad_x, d_scale, d_offset = kernels.fake_quant_backward(grad_out, x, scale, offset, qn, qp, dims, in_place)
     d_scale = (d_scale.reshape(scale.shape) * grad_scale).to(scale.dtype)
     if offset is not None:
         d_offset = (d_offset.reshape(offset.shape) * grad_scale).to(offset.dtype)
-    return (grad_x, d_scale, d_offset, *out)
+    return grad_x, d_scale, d_offset
 
 
 class LSQQuantizer(nn.Module):

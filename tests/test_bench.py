@@ -1,0 +1,83 @@
+"""scripts/bench.py end to end at toy sizes: every section runs, the JSON holds what the table shows.
+(Timings are not asserted: the numbers are the benchmark's to report.)"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_and_op_sections(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--sections", "step,op", "--device", "cpu", "--batch", "2", "--imgsz", "64", "--repeats", "2",
+            "--warmup", "1", "--op-numel", "70000", "--out", str(out)]
+    assert _bench().main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["environment"]["device"] == "cpu" and "stages" not in result
+    step = result["step"]
+    for mode in ("qat_per_tensor", "qat_per_channel"):
+        r = step[mode]
+        assert r["step_s"] > 0 and r["time_ratio"] > 0
+        assert r["saved_ratio"] == pytest.approx(r["saved_mb"] / step["fp"]["saved_mb"])
+    for mode in ("per_tensor", "per_channel"):
+        op = result["op"][mode]
+        assert op["numel"] >= 65536 and op["per_channel"] == (mode == "per_channel")
+        assert set(op["ms"]) == {"ours", "ours_eager", "builtin", "plain_ops", "floor_fresh", "floor_reused"}
+        assert all(v > 0 for v in op["ms"].values())
+    table = capsys.readouterr().out
+    assert "QAT/FP step time" in table and "builtin/ours" in table and f"wrote {out}" in table
+
+
+def test_stages_section(tmp_path, capsys):
+    out = tmp_path / "stages.json"
+    argv = ["--sections", "stages", "--device", "cpu", "--stage-fraction", "0.5", "--out", str(out), "--",
+            *TINY, f"cache_dir={tmp_path / 'cache'}"]
+    assert _bench().main(argv) == 0
+    stages = json.loads(out.read_text())["stages"]
+    # 48 training images at batch 8, half of them: 3 steps for each stage
+    assert stages["qat_epoch"]["steps"] == 3 and stages["qc_stage"]["steps"] == 3
+    assert stages["qc_over_qat_epoch"] == pytest.approx(stages["qc_stage"]["seconds"] / stages["qat_epoch"]["seconds"])
+    assert stages["eval"]["fp"]["images"] == 16 and stages["eval"]["qat"]["images_per_s"] > 0
+    assert not stages["fp_trained"]  # no cached FP model in a fresh cache
+    assert "QC stage / QAT epoch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sections", "speed"], "--sections=speed names no section or an unknown one: use a subset of step,op,stages"),
+    (["--stage-fraction", "2"], "--stage-fraction=2.0 is out of range"),
+    (["trainer.batch=4"], None),  # an override without `--` is still an override
+    (["--bogus"], "unrecognised arguments --bogus"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys, monkeypatch):
+    bench = _bench()
+    if message is None:
+        _, _, overrides = bench.parse_args(argv)
+        assert overrides == ["trainer.batch=4"]
+        return
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in err
+
+
+def test_unavailable_device_is_one_line_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert _bench().main(["--device", "cuda", "--sections", "op"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: device=cuda but no CUDA GPU is visible: use device=cpu (or auto)")
