@@ -15,7 +15,10 @@ TRAIN = REPO / "scripts" / "train.py"
 
 
 def env() -> dict:
-    return {**os.environ, "YOLO_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    # Eager fake-quant kernels: each child would spend about 5 s loading compiled ones, which the in-process
+    # tests (kernels, fused conv, trainer resume, bench) cover.
+    return {**os.environ, "YOLO_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+            "YOLOQ_FAKE_QUANT_KERNEL": "eager"}
 
 
 def train_command(cache: Path, run_dir: Path | None, *extra: str, torchrun: int = 0) -> list[str]:

@@ -20,7 +20,8 @@ DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port: every connec
 def offline_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "YOLO_"))}
     env.update(HOME=str(tmp_path), WANDB_API_KEY="k" * 40, WANDB_BASE_URL=DEAD, HTTP_PROXY=DEAD, HTTPS_PROXY=DEAD,
-               http_proxy=DEAD, https_proxy=DEAD, NO_PROXY="", no_proxy="")
+               http_proxy=DEAD, https_proxy=DEAD, NO_PROXY="", no_proxy="",
+               YOLOQ_FAKE_QUANT_KERNEL="eager")  # as in tests/engine/run_subprocess.py
     return env
 
 

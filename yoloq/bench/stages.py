@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from yoloq.config import resolve_device
 from yoloq.engine.pipeline import (build_data, calibration_batches, fp_cache_path, model_task, qat_callbacks, qc_model,
                                    qc_recipe, quantized_copy)
+from yoloq.engine.resume import read_checkpoint
 from yoloq.engine.trainer import Recipe, Trainer
 from yoloq.methods.correction import FrozenBatchNorm
 from yoloq.models.build import build_model
@@ -36,7 +35,7 @@ def bench_stages(cfg, fraction: float) -> dict:
     cached = fp_cache_path(cfg, data.info)
     trained = cached.is_file()
     if trained:  # an untrained model's outputs make NMS and pycocotools unrepresentatively cheap
-        model.load_state_dict(torch.load(cached, map_location=device, weights_only=False)["model"])
+        model.load_state_dict(read_checkpoint(cached)["model"])
     calib = calibration_batches(cfg, data, device)
     qat_model = quantized_copy(cfg, model, calib)
 
