@@ -7,7 +7,7 @@ import copy
 import torch
 
 from yoloq.models.build import build_model, high_precision_layers
-from yoloq.quant import QuantConfig, quantize_model
+from yoloq.quant import QuantConfig, QuantConv2d, kernels, quantize_model
 
 from .measure import interleaved_times, median, median_ratio, peak_memory_mb, saved_for_backward_mb
 
@@ -25,21 +25,24 @@ def random_batch(batch: int, imgsz: int, num_classes: int, device: torch.device,
 
 
 class StepRunner:
-    """One SGD training step of a model on a fixed batch (loss, backward, optimizer step)."""
+    """One SGD training step of a model on a fixed batch (loss, backward, optimizer step), its fake
+    quantization run by the given kernel mode."""
 
-    def __init__(self, model: torch.nn.Module, batch: dict, amp: bool):
-        self.model, self.batch, self.amp = model.train(), batch, amp
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+    def __init__(self, model: torch.nn.Module, batch: dict, amp: bool, kernel: str = "auto"):
+        self.model, self.batch, self.amp, self.kernel = model.train(), batch, amp, kernel
+        self.optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
         self.device = batch["img"].device
 
     def forward(self) -> torch.Tensor:
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with kernels.forced(self.kernel), torch.autocast(self.device.type, enabled=self.amp):
             loss, _ = self.model.loss(self.batch)
         return loss.sum()
 
     def __call__(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self.forward().backward()
+        loss = self.forward()
+        with kernels.forced(self.kernel):
+            loss.backward()
         self.optimizer.step()
 
     def clear(self) -> None:
@@ -48,7 +51,8 @@ class StepRunner:
 
 def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device: torch.device,
                      repeats: int, warmup: int, amp: bool = False, num_classes: int = 80) -> dict:
-    """FP vs QAT (per-tensor and per-channel weights) step time, peak memory and saved activations."""
+    """FP vs QAT (per-tensor and per-channel weights) step time, peak memory and saved activations, and two
+    per-tensor variants that show where QAT's extra time goes."""
     names = tuple(str(i) for i in range(num_classes))
     data = random_batch(batch, imgsz, num_classes, device)
     fp = build_model(model_yaml, names).to(device)
@@ -58,6 +62,13 @@ def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device:
                            calib_batches=[data["img"][:2]], high_precision=high_precision_layers(fp))
         models["qat_per_channel" if per_channel else "qat_per_tensor"] = q
     runners = {name: StepRunner(m, data, amp) for name, m in models.items()}
+    # Where the rest of the time goes: the plain-torch kernels, and the first conv's input gradient, which
+    # FP never computes but the learned scale of the image's quantizer needs.
+    runners["qat_per_tensor_eager"] = StepRunner(models["qat_per_tensor"], data, amp, kernel="eager")
+    frozen = copy.deepcopy(models["qat_per_tensor"])
+    first = next(m for m in frozen.modules() if isinstance(m, QuantConv2d))
+    first.act_quantizer.scale.requires_grad_(False)
+    runners["qat_per_tensor_input_scale_frozen"] = StepRunner(frozen, data, amp)
     times = interleaved_times(runners, repeats, warmup, device)
     result = {"model": model_yaml, "batch": batch, "imgsz": imgsz, "bits": bits, "amp": amp, "repeats": repeats}
     for name, runner in runners.items():
@@ -68,7 +79,9 @@ def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device:
             "saved_mb": saved_for_backward_mb(runner.forward),
         }
         runner.clear()
-    for name in ("qat_per_tensor", "qat_per_channel"):
+    for name in runners:
+        if name == "fp":
+            continue
         fp_mem, q_mem = result["fp"]["peak_mb"], result[name]["peak_mb"]
         result[name]["time_ratio"] = median_ratio(times[name], times["fp"])
         result[name]["peak_ratio"] = None if not fp_mem or q_mem is None else q_mem / fp_mem
