@@ -58,8 +58,8 @@ def test_fused_node_equals_two_nodes(spec, config, kernel):
     torch.testing.assert_close(fused[0], split[0], rtol=0, atol=0)
     torch.testing.assert_close(fused[1], split[1], rtol=0, atol=0)
     assert fused[2].keys() == split[2].keys() and "act_quantizer.scale" in fused[2]
-    for name in fused[2]:  # the conv backward runs as two calls instead of one: summation may differ
-        torch.testing.assert_close(fused[2][name], split[2][name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in fused[2]:
+        torch.testing.assert_close(fused[2][name], split[2][name], rtol=0, atol=0, msg=name)
 
 
 def test_frozen_conv_passes_gradients_to_earlier_layers_only():

@@ -18,6 +18,7 @@ compiling fails (e.g. no C++ compiler); compiled always compiles and raises on f
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 
@@ -67,6 +68,8 @@ class _Kernels:
             config = torch._dynamo.config
             name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
             setattr(config, name, max(getattr(config, name), 64))
+            if not torch.cuda.is_available():  # inductor's import warns "No CUDA runtime is found" on CPU hosts
+                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             # dynamic: one kernel for every layer's shape instead of a recompile per shape.
             self.compiled = (
                 torch.compile(forward_math, dynamic=True, fullgraph=True),
