@@ -54,6 +54,8 @@ def parse_args(argv):
         p.error(f"--sections={args.sections} names no section or an unknown one: use a subset of {','.join(SECTIONS)}")
     if min(args.repeats, args.batch, args.imgsz, args.op_numel) < 1 or args.warmup < 0:
         p.error("--repeats, --batch, --imgsz and --op-numel must be positive and --warmup not negative")
+    if not 2 <= args.bits <= 8:
+        p.error(f"--bits={args.bits} is out of range: use an integer from 2 to 8")
     if not 0 < args.stage_fraction <= 1:
         p.error(f"--stage-fraction={args.stage_fraction} is out of range: use a share in (0, 1]")
     return args, sections, overrides
@@ -85,8 +87,13 @@ def main(argv=None) -> int:
     if "step" in sections:
         from yoloq.bench.train_step import bench_train_step
 
-        result["step"] = bench_train_step(args.model, args.batch, args.imgsz, args.bits, device, args.repeats,
-                                          args.warmup, amp=args.amp)
+        try:
+            result["step"] = bench_train_step(args.model, args.batch, args.imgsz, args.bits, device, args.repeats,
+                                              args.warmup, amp=args.amp)
+        except FileNotFoundError as e:  # ultralytics' answer to an unknown model YAML
+            print(f"error: --model={args.model} was not found ({e}): use an ultralytics YAML such as yolov5n.yaml",
+                  file=sys.stderr)
+            return 2
     if "op" in sections:
         from yoloq.bench.fake_quant_op import bench_fake_quant_op
 

@@ -57,6 +57,7 @@ def test_stages_section(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--sections", "speed"], "--sections=speed names no section or an unknown one: use a subset of step,op,stages"),
     (["--stage-fraction", "2"], "--stage-fraction=2.0 is out of range"),
+    (["--bits", "9"], "--bits=9 is out of range: use an integer from 2 to 8"),
     (["trainer.batch=4"], None),  # an override without `--` is still an override
     (["--bogus"], "unrecognised arguments --bogus"),
 ])
@@ -81,3 +82,11 @@ def test_unavailable_device_is_one_line_error(capsys):
     assert _bench().main(["--device", "cuda", "--sections", "op"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: device=cuda but no CUDA GPU is visible: use device=cpu (or auto)")
+
+
+def test_unknown_model_is_one_line_error(tmp_path, capsys):
+    assert _bench().main(["--sections", "step", "--device", "cpu", "--model", "nosuch.yaml",
+                          "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --model=nosuch.yaml was not found") and "\n" not in err
+    assert not (tmp_path / "b.json").exists()

@@ -71,7 +71,7 @@ def bench_fake_quant_op(numel: int, bits: int, device: torch.device, repeats: in
     }
     times = interleaved_times(fns, repeats, warmup, device)
     result = {"shape": list(shape), "numel": x.numel(), "bits": bits, "per_channel": per_channel,
-              "compiled": kernels.uses_compiled(device), "repeats": repeats}
+              "compiled": kernels.uses_compiled(device, x.numel()), "repeats": repeats}
     result["ms"] = {name: median(t) * 1e3 for name, t in times.items()}
     result["builtin_over_ours"] = median_ratio(times["builtin"], times["ours"])
     result["ours_over_floor_fresh"] = median_ratio(times["ours"], times["floor_fresh"])
