@@ -6,6 +6,10 @@ Sections (--sections, default all):
           memory-bandwidth floor
   stages  the QC stage against one QAT epoch, and evaluation images/s, on the embedded dataset (Hydra
           overrides after `--`, e.g. `-- trainer.batch=8`)
+  epoch   one FP and one QAT epoch (default method, every per-step callback, the configured loader and
+          workers) on the embedded dataset, alternating, --epoch-repeats times each; their ratio
+  contention  FP and QAT steps (as in `step`, per-tensor) beside one competing busy process that the
+          benchmark starts and stops, each against its own time alone; adapting and fixed CPU threads
 Every ratio is taken inside this one process, from interleaved repeats.
 """
 
@@ -24,13 +28,13 @@ import torch  # noqa: E402
 
 from yoloq.bench.report import goals_table, print_table  # noqa: E402
 
-SECTIONS = ("step", "op", "stages")
+SECTIONS = ("step", "op", "stages", "epoch", "contention")
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of step,op,stages")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--model", default="yolov5n.yaml", help="ultralytics model YAML for the step section")
     p.add_argument("--batch", type=int, default=8)
@@ -40,6 +44,8 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=11, help="timed repeats per measurement (median)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--op-numel", type=int, default=13_000_000)
+    p.add_argument("--epoch-repeats", type=int, default=2, help="FP and QAT epochs each in the epoch section")
+    p.add_argument("--epoch-fraction", type=float, default=1.0, help="share of the training set per epoch")
     p.add_argument("--stage-fraction", type=float, default=0.25, help="share of the training set for the stages")
     p.add_argument("--out", default=None, help="JSON file (default runs/bench-<time>.json)")
     args, overrides = p.parse_known_args(argv)
@@ -52,12 +58,13 @@ def parse_args(argv):
     bad = [s for s in sections if s not in SECTIONS]
     if bad or not sections:
         p.error(f"--sections={args.sections} names no section or an unknown one: use a subset of {','.join(SECTIONS)}")
-    if min(args.repeats, args.batch, args.imgsz, args.op_numel) < 1 or args.warmup < 0:
-        p.error("--repeats, --batch, --imgsz and --op-numel must be positive and --warmup not negative")
+    if min(args.repeats, args.batch, args.imgsz, args.op_numel, args.epoch_repeats) < 1 or args.warmup < 0:
+        p.error("--repeats, --batch, --imgsz, --op-numel and --epoch-repeats must be positive and --warmup not negative")
     if not 2 <= args.bits <= 8:
         p.error(f"--bits={args.bits} is out of range: use an integer from 2 to 8")
-    if not 0 < args.stage_fraction <= 1:
-        p.error(f"--stage-fraction={args.stage_fraction} is out of range: use a share in (0, 1]")
+    for name in ("stage_fraction", "epoch_fraction"):
+        if not 0 < getattr(args, name) <= 1:
+            p.error(f"--{name.replace('_', '-')}={getattr(args, name)} is out of range: use a share in (0, 1]")
     return args, sections, overrides
 
 
@@ -100,9 +107,15 @@ def main(argv=None) -> int:
         result["op"] = {mode: bench_fake_quant_op(args.op_numel, args.bits, device, args.repeats, args.warmup,
                                                   per_channel=mode == "per_channel")
                         for mode in ("per_tensor", "per_channel")}
-    if "stages" in sections:
+    if "contention" in sections:
+        from yoloq.bench.contention import bench_contention
+
+        result["contention"] = bench_contention(args.model, args.batch, args.imgsz, args.bits, device, args.repeats,
+                                                args.warmup)
+    if "stages" in sections or "epoch" in sections:
         from hydra import compose, initialize_config_dir
 
+        from yoloq.bench.epoch import bench_epoch
         from yoloq.bench.stages import bench_stages
         from yoloq.config import CONF_DIR, validate
 
@@ -110,7 +123,10 @@ def main(argv=None) -> int:
             cfg = compose("config", overrides=[f"device={args.device}", *overrides])
         try:
             validate(cfg)
-            result["stages"] = bench_stages(cfg, args.stage_fraction)
+            if "stages" in sections:
+                result["stages"] = bench_stages(cfg, args.stage_fraction)
+            if "epoch" in sections:
+                result["epoch"] = bench_epoch(cfg, args.epoch_repeats, args.epoch_fraction)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -15,6 +15,7 @@ TINY = [
     "data.n_train=48", "data.n_val=16", "data.img_size=128", "data.imgsz=128", "data.min_object=12",
     "data.max_object=64", "data.max_objects=4", "trainer.batch=8", "trainer.workers=0", "trainer.fp.epochs=1",
     "trainer.qat.epochs=1", "quant.calib_batches=1", "progress=false",
+    "trainer.adapt_threads=false",  # a thread count that follows the machine's load changes float reductions
 ]
 
 

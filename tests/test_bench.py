@@ -54,8 +54,49 @@ def test_stages_section(tmp_path, capsys):
     assert "QC stage / QAT epoch" in capsys.readouterr().out
 
 
+def test_epoch_section(tmp_path, capsys):
+    out = tmp_path / "epoch.json"
+    argv = ["--sections", "epoch", "--device", "cpu", "--epoch-repeats", "2", "--out", str(out), "--",
+            *TINY, f"cache_dir={tmp_path / 'cache'}"]
+    assert _bench().main(argv) == 0
+    epoch = json.loads(out.read_text())["epoch"]
+    assert epoch["steps"] == {"fp": 6, "qat": 6}  # 48 images at batch 8: whole epochs
+    assert len(epoch["fp_s"]) == len(epoch["qat_s"]) == 2 and epoch["method"] == "ema_qc"
+    pairs = sorted(q / f for f, q in zip(epoch["fp_s"], epoch["qat_s"]))
+    assert epoch["ratio"] == pytest.approx(sum(pairs) / 2) and epoch["ratio_min"] == pytest.approx(pairs[0])
+    assert "QAT/FP epoch" in capsys.readouterr().out
+
+
+def test_contention_section_starts_and_stops_its_busy_process(tmp_path, capsys, monkeypatch):
+    from yoloq.bench import contention
+
+    started = []
+    real = contention.BusyProcess.__enter__
+
+    def enter(self):
+        started.append(real(self))
+        return started[-1]
+
+    monkeypatch.setattr(contention.BusyProcess, "__enter__", enter)
+    out = tmp_path / "contention.json"
+    argv = ["--sections", "contention", "--device", "cpu", "--batch", "2", "--imgsz", "64", "--repeats", "2",
+            "--warmup", "0", "--out", str(out)]
+    assert _bench().main(argv) == 0
+    c = json.loads(out.read_text())["contention"]
+    assert len(started) == 2 and all(b.proc.poll() is not None for b in started)  # ended after each phase
+    for mode in ("adaptive", "fixed"):
+        r = c[mode]
+        for name in ("fp", "qat"):
+            assert r[f"{name}_slowdown"] == pytest.approx(r["busy"][name]["median_s"] / r["alone"][name]["median_s"])
+    assert c["fp_slowdown"] == c["adaptive"]["fp_slowdown"] and c["qat_slowdown"] == c["adaptive"]["qat_slowdown"]
+    assert c["fixed"]["busy"]["thread_changes"] == 0
+    assert "beside a busy process" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--sections", "speed"], "--sections=speed names no section or an unknown one: use a subset of step,op,stages"),
+    (["--sections", "speed"], "--sections=speed names no section or an unknown one: use a subset of step,op,stages,epoch,contention"),
+    (["--epoch-fraction", "0"], "--epoch-fraction=0.0 is out of range"),
+    (["--epoch-repeats", "0"], "--epoch-repeats must be positive"),
     (["--stage-fraction", "2"], "--stage-fraction=2.0 is out of range"),
     (["--bits", "9"], "--bits=9 is out of range: use an integer from 2 to 8"),
     (["trainer.batch=4"], None),  # an override without `--` is still an override

@@ -95,6 +95,11 @@ def validate(cfg) -> None:
     t = cfg.trainer
     if not isinstance(t.batch, int) or t.batch < 1:
         raise UserError(f"trainer.batch={t.batch} must be a positive integer")
+    threads = t.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"trainer.threads={threads} must be a positive integer, or null for the CPUs this process may use")
+    if not isinstance(t.get("adapt_threads", True), bool):
+        raise UserError(f"trainer.adapt_threads={t.adapt_threads} must be true or false")
     for stage in ("fp", "qat"):
         if not isinstance(t[stage].epochs, int) or t[stage].epochs < 0:
             raise UserError(f"trainer.{stage}.epochs={t[stage].epochs} must be an integer >= 0")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-# The goals of issue 7.
+# The goals of issues 7 and 14.
 GOAL_STEP_RATIO = 1.15
 GOAL_OP_SPEEDUP = 4.0
 GOAL_OP_FLOOR = 2.0
 GOAL_PEAK_RATIO = 1.25
+GOAL_EPOCH_RATIO = 1.2
+GOAL_SLOWDOWN = 2.0  # beside one busy process, each of FP and QAT
+GOAL_SLOWDOWN_RATIO = 1.25  # QAT's slowdown over FP's
 
 
 def _fmt(value, unit: str = "") -> str:
@@ -60,6 +63,25 @@ def goals_table(result: dict) -> list[tuple[str, str, str, str]]:
         row("  QC stage / QAT epoch", stages["qc_over_qat_epoch"], unit="x")
         for name, e in stages["eval"].items():
             row(f"evaluation, {name} model ({e['images']} images)", e["images_per_s"], unit=" img/s")
+    epoch = result.get("epoch")
+    if epoch:
+        tag = f"{epoch['model']} {epoch['method']} b{epoch['batch']} {epoch['imgsz']}px, {epoch['workers']} workers"
+        row(f"FP epoch ({tag}, {epoch['steps']['fp']} steps)", epoch["fp_epoch_s"], unit=" s")
+        row("QAT epoch", epoch["qat_epoch_s"], unit=" s")
+        row(f"  QAT/FP epoch (median of {epoch['repeats']}; {epoch['ratio_min']:.3g}-{epoch['ratio_max']:.3g})",
+            epoch["ratio"], f"<= {GOAL_EPOCH_RATIO}", epoch["ratio"] <= GOAL_EPOCH_RATIO, "x")
+    cont = result.get("contention")
+    if cont:
+        for mode, what in (("adaptive", "adapting threads (training's)"), ("fixed", "fixed threads")):
+            r = cont[mode]
+            goal = mode == "adaptive"
+            for name in ("fp", "qat"):
+                alone, busy = r["alone"][name]["median_s"], r["busy"][name]["median_s"]
+                row(f"{name.upper()} step beside a busy process, {what}: {alone:.3g} -> {busy:.3g} s",
+                    r[f"{name}_slowdown"], f"<= {GOAL_SLOWDOWN}" if goal else "",
+                    r[f"{name}_slowdown"] <= GOAL_SLOWDOWN if goal else None, "x")
+            row("  QAT slowdown / FP slowdown", r["qat_over_fp_slowdown"], f"<= {GOAL_SLOWDOWN_RATIO}" if goal else "",
+                r["qat_over_fp_slowdown"] <= GOAL_SLOWDOWN_RATIO if goal else None, "x")
     return rows
 
 

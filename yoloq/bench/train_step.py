@@ -6,6 +6,7 @@ import copy
 
 import torch
 
+from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.models.build import build_model, high_precision_layers
 from yoloq.quant import QuantConfig, QuantConv2d, kernels, quantize_model
 
@@ -13,11 +14,12 @@ from .measure import interleaved_times, median, median_ratio, peak_memory_mb, sa
 
 
 def random_batch(batch: int, imgsz: int, num_classes: int, device: torch.device, boxes_per_image: int = 4) -> dict:
-    """An ultralytics training batch of noise images with random boxes (normalised xywh)."""
+    """An ultralytics training batch of noise images (8-bit, scaled to [0, 1] as the trainer does) with random
+    boxes (normalised xywh)."""
     gen = torch.Generator().manual_seed(0)
     n = batch * boxes_per_image
     return {
-        "img": torch.rand(batch, 3, imgsz, imgsz, generator=gen).to(device),
+        "img": (torch.randint(0, 256, (batch, 3, imgsz, imgsz), generator=gen).float() / 255).to(device),  # 8-bit
         "cls": torch.randint(0, num_classes, (n, 1), generator=gen).float().to(device),
         "bboxes": (torch.rand(n, 4, generator=gen) * 0.4 + 0.2).to(device),
         "batch_idx": torch.arange(batch).repeat_interleave(boxes_per_image).float().to(device),
@@ -28,8 +30,10 @@ class StepRunner:
     """One SGD training step of a model on a fixed batch (loss, backward, optimizer step), its fake
     quantization run by the given kernel mode."""
 
-    def __init__(self, model: torch.nn.Module, batch: dict, amp: bool, kernel: str = "auto"):
+    def __init__(self, model: torch.nn.Module, batch: dict, amp: bool, kernel: str = "auto",
+                 threads: CpuThreads | None = None):
         self.model, self.batch, self.amp, self.kernel = model.train(), batch, amp, kernel
+        self.threads = threads  # ticked after each step, as the trainer does
         self.optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
         self.device = batch["img"].device
 
@@ -44,6 +48,8 @@ class StepRunner:
         with kernels.forced(self.kernel):
             loss.backward()
         self.optimizer.step()
+        if self.threads is not None:
+            self.threads.tick()
 
     def clear(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

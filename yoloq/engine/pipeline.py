@@ -31,6 +31,7 @@ from yoloq.data.loaders import build_loader
 from yoloq.data.prepare import DatasetInfo, prepare_dataset
 from yoloq.engine import distributed
 from yoloq.engine.checkpoint import save_atomic
+from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.engine.preemption import Preempted, StopSignal
 from yoloq.engine.report import StageResult, print_table, write_results
 from yoloq.engine.resume import (STATE_FORMAT, STATE_VERSION, check_identity, has_progress, read_checkpoint,
@@ -112,6 +113,13 @@ def build_data(cfg, device: torch.device) -> RunData:
     return RunData(info, hyp, evaluator, b, w, device.type)
 
 
+def cpu_threads(cfg, device: torch.device) -> CpuThreads:
+    """The run's CPU thread count (set now, for data building and evaluation too), adapted while training on CPU."""
+    threads = CpuThreads(cfg.trainer.get("threads"), adapt=cfg.trainer.get("adapt_threads", True) and device.type == "cpu")
+    torch.set_num_threads(threads.target)
+    return threads
+
+
 def calibration_batches(cfg, data: RunData, device: torch.device) -> list[torch.Tensor]:
     """The first training images, without augmentation, for initialising the quantization scales (the same
     images on every rank)."""
@@ -163,6 +171,7 @@ class Run:
     stop: StopSignal
     resuming: bool = False
     fingerprints: dict = field(default_factory=dict)  # stage -> every rank's parameter hash (DDP)
+    threads: CpuThreads | None = None  # the training steps' CPU threads
 
     @property
     def identity(self) -> dict:
@@ -225,7 +234,8 @@ class Run:
 
     def trainer(self, stage: str, model, loader, recipe: Recipe, callbacks, state: dict | None) -> Trainer:
         return Trainer(stage, model, loader, self.data.evaluator, recipe, self.device, callbacks, self.data.hyp,
-                       self.cfg.progress, checkpoint=self.saver(stage), stop=self.stop, state=state)
+                       self.cfg.progress, checkpoint=self.saver(stage), stop=self.stop, state=state,
+                       threads=self.threads)
 
     def stage_done(self, stage: str, trainer: Trainer) -> None:
         """The stage's final checkpoint is written: its per-epoch state is no longer needed."""
@@ -483,9 +493,10 @@ def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
              ", resuming" if resuming else "")
 
     run_log = RunLog.from_cfg(cfg, run_dir) if distributed.is_main() else NullRunLog(cfg.logger.log_every)
+    threads = cpu_threads(cfg, device)
     with StopSignal() as stop:
         try:
-            run = Run(cfg, build_data(cfg, device), device, run_dir, run_log, stop, resuming)
+            run = Run(cfg, build_data(cfg, device), device, run_dir, run_log, stop, resuming, threads=threads)
             fp_model, fp_result = fp_stage(run)
             calib = calibration_batches(cfg, run.data, device)
             qat_model, qat_result = qat_stage(run, fp_model, calib)

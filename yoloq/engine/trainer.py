@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from yoloq.engine import distributed
+from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.engine.hooks import Callback
 from yoloq.engine.preemption import Preempted, StopSignal
 from yoloq.errors import UserError
@@ -90,16 +91,18 @@ def set_rng_state(state: dict) -> None:
 
 class Trainer:
     """`checkpoint(trainer) -> path` writes the trainer's state (called on rank 0 after every epoch and on a
-    stop signal); `state` is such a state to continue from; `stop` is the run's StopSignal."""
+    stop signal); `state` is such a state to continue from; `stop` is the run's StopSignal; `threads` sets
+    (and on CPU adapts) the intra-op thread count while the stage trains (None: leave torch's as it is)."""
 
     def __init__(self, name: str, model: nn.Module, loader, evaluate: Callable[[nn.Module], dict],
                  recipe: Recipe, device: torch.device, callbacks: list[Callback] = (), hyp=None,
                  progress: bool = True, checkpoint: Callable[["Trainer"], Path] | None = None,
-                 stop: StopSignal | None = None, state: dict | None = None):
+                 stop: StopSignal | None = None, state: dict | None = None, threads: CpuThreads | None = None):
         self.name, self.model, self.loader, self.evaluate = name, model.to(device), loader, evaluate
         self.recipe, self.device, self.callbacks, self.hyp = recipe, device, list(callbacks), hyp
         self.progress = progress and distributed.is_main()
         self.checkpoint, self.stop = checkpoint, stop or StopSignal()
+        self.threads = threads
         self.last_checkpoint: Path | None = None
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -305,6 +308,8 @@ class Trainer:
         nb = len(self.loader)
         n_warm = max(round(r.warmup_epochs * nb), 100) if r.warmup_epochs > 0 else -1
         self._started = time.time()
+        if self.threads is not None:
+            self.threads.start()
         self._hook("on_stage_start")
         if self._callback_state is not None:
             self.load_callback_states(self._callback_state)
@@ -328,6 +333,8 @@ class Trainer:
             for i, batch in enumerate(bar, start=self.batch):
                 self._warmup(epoch * nb + i, n_warm)
                 self._train_step(batch)
+                if self.threads is not None:
+                    self.threads.tick()
                 self.batch = i + 1
                 bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in self.loss_items.items()})
             self._sync_replicas()

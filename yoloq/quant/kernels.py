@@ -68,6 +68,12 @@ class _Kernels:
             config = torch._dynamo.config
             name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
             setattr(config, name, max(getattr(config, name), 64))
+            # The CPU kernels read torch's thread count when they run, not when compiled: engine/cpu_threads.py
+            # lowers it while other processes compete for the cores.
+            from torch._inductor import config as inductor_config
+
+            if hasattr(inductor_config.cpp, "dynamic_threads"):
+                inductor_config.cpp.dynamic_threads = True
             if not torch.cuda.is_available():  # inductor's import warns "No CUDA runtime is found" on CPU hosts
                 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             # dynamic: one kernel for every layer's shape instead of a recompile per shape.
