@@ -47,6 +47,9 @@ class QuantConfig:
     act_signed="auto" makes an activation quantizer signed iff its calibration minimum is < 0.
     act_asymmetric uses an unsigned grid 0..2^b-1 plus a learnable offset (LSQ+).
     first_last_bits is used for the high-precision layers (None: the same as w_bits/a_bits).
+    input_grid: an activation quantizer of 8 or more bits whose calibration inputs all lie on the 8-bit image
+    grid k/255 in [0, 1] (the stem conv's input: uint8 images / 255) keeps that grid, unsigned with the fixed
+    scale 1/255: exact, nothing to learn, and the stem needs no input gradient.
     """
 
     w_bits: int = 4
@@ -56,6 +59,7 @@ class QuantConfig:
     act_asymmetric: bool = False
     first_last_bits: int | None = 8
     scale_init: str = "mse"
+    input_grid: bool = True
 
     def __post_init__(self) -> None:
         _check_bits("w_bits", self.w_bits)
@@ -65,6 +69,7 @@ class QuantConfig:
         _check_bool("act_asymmetric", self.act_asymmetric)
         _check_bits("first_last_bits", self.first_last_bits, allow_none=True)
         _check_choice("scale_init", self.scale_init, SCALE_INIT_CHOICES)
+        _check_bool("input_grid", self.input_grid)
         if self.act_asymmetric and self.act_signed == "signed":
             raise QuantConfigError(
                 "quant.act_signed='signed' conflicts with quant.act_asymmetric=True: "

@@ -137,6 +137,18 @@ class LSQQuantizer(nn.Module):
         self.signed.fill_(signed)
         self._refresh_cache()
 
+    @torch.no_grad()
+    def fix_scale(self, scale: float, signed: bool) -> None:
+        """A grid that is known, not learned: the scale stays `scale` and gets no gradient (e.g. the 8-bit image
+        grid 1/255, on which the stem's 8-bit quantizer is exact)."""
+        if self.asymmetric or self.per_channel:
+            raise ValueError("fix_scale takes a symmetric, per-tensor quantizer")
+        self.set_signed(signed)
+        self.scale.fill_(scale)
+        self.scale.requires_grad_(False)
+        self.initialized.fill_(True)
+        self._refresh_cache()
+
     def start_observing(self) -> None:
         """From now on forward records statistics and returns its input unchanged."""
         if self.per_channel:

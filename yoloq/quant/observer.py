@@ -26,6 +26,14 @@ class SampleObserver:
     def empty(self) -> bool:
         return self.values is None
 
+    def on_grid(self, levels: int = 255, tol: float = 1e-3) -> bool:
+        """Whether every value seen lies in [0, 1] and the sample on the grid k / levels (an 8-bit image
+        scaled to [0, 1] is on it with levels=255)."""
+        if self.empty or self.min < 0 or self.max > 1:
+            return False
+        v = self.values * levels
+        return bool(((v - v.round()).abs() <= tol).all())
+
     def update(self, x: torch.Tensor) -> None:
         x = x.detach().float().flatten()
         if x.numel() == 0:

@@ -78,20 +78,25 @@ def quantize_model(
             replacements[id(conv)] = QUANTIZED[type(conv)].from_float(conv, w_bits, a_bits, config)
     model = _swap(model, replacements)
     if calib_batches is not None:
-        calibrate(model, calib_batches, forward)
+        calibrate(model, calib_batches, forward, input_grid=config.input_grid)
     return model
 
 
+IMAGE_LEVELS = 255  # uint8 images scaled to [0, 1]
+
+
 def calibrate(
-    model: nn.Module, batches: Iterable, forward: Callable[[nn.Module, object], object] | None = None
+    model: nn.Module, batches: Iterable, forward: Callable[[nn.Module, object], object] | None = None,
+    input_grid: bool = False,
 ) -> None:
     """Initialises every quantizer from data, deterministically.
 
     Weight quantizers are initialised from their weights first, so that activation statistics
     are those of the quantized-weight model. Activation quantizers then observe the model run
     in eval mode without gradients on every batch (forward(model, batch), default model(batch))
-    and afterwards decide their sign (auto) and scale/offset. The train/eval flag of every
-    module is restored.
+    and afterwards decide their sign (auto) and scale/offset. With input_grid, a symmetric quantizer of
+    8 or more bits that saw only 8-bit image values (k/255) gets that grid, fixed (QuantConfig.input_grid).
+    The train/eval flag of every module is restored.
     """
     weight_quantizers = set()
     for m in model.modules():
@@ -122,6 +127,8 @@ def calibrate(
     for (name, q), observer in zip(observed, observers):
         if observer.empty:
             unseen.append(name)
+        elif input_grid and q.bits >= 8 and not (q.asymmetric or q.per_channel) and observer.on_grid(IMAGE_LEVELS):
+            q.fix_scale(1.0 / IMAGE_LEVELS, signed=False)
         else:
             q.init_from_observer(observer)
     if unseen:
