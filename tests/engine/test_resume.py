@@ -157,3 +157,19 @@ def test_a_failing_checkpoint_write_says_so(tmp_path, monkeypatch):
         checkpoint.save_atomic({"a": 1}, good)
     assert good.read_bytes() == b"the previous checkpoint"  # the last good one survives
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "qat-last.pt"]  # no temporary file left
+
+
+def test_a_stage_state_of_another_version_is_refused_in_one_line(tiny_cfg, tmp_path, monkeypatch):
+    from yoloq.engine import pipeline
+    from yoloq.engine.resume import STATE_FORMAT, STATE_VERSION
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("x: 1\n")
+    torch.save({"format": STATE_FORMAT, "version": STATE_VERSION - 1, "stage": "qat", "trainer": {}},
+               run_dir / "qat-last.pt")
+    monkeypatch.setattr(pipeline, "check_identity", lambda *args: None)  # this run's own file, but older
+    with pytest.raises(UserError, match=rf"qat-last.pt holds stage state version {STATE_VERSION - 1}, this yoloq "
+                                        rf"reads version {STATE_VERSION}: .*start a new run"):
+        train(tiny_cfg("trainer.qat.epochs=1", "method=lsq", "trainer.fp.epochs=0", "resume=true"))
+    assert (run_dir / "qat-last.pt").is_file()  # nothing lost

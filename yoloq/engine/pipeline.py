@@ -223,9 +223,13 @@ class Run:
 
     def unfinished(self, stage: str) -> dict | None:
         """When resuming: the trainer state of a stage that was interrupted."""
-        ckpt = distributed.from_main(lambda: self._read(state_path(self.run_dir, stage)))
+        path = state_path(self.run_dir, stage)
+        ckpt = distributed.from_main(lambda: self._read(path))
         if ckpt is None:
             return None
+        if ckpt.get("version") != STATE_VERSION:
+            raise UserError(f"{path} holds stage state version {ckpt.get('version')}, this yoloq reads version "
+                            f"{STATE_VERSION}: finish the run with the yoloq that wrote it, or start a new run")
         t = ckpt["trainer"]
         self.log.rewind(ckpt["log_step"], ckpt["log_records"])
         log.info("%s: resuming after %d epoch(s) and %d batch(es) from %s", stage, t["epoch"], t["batch"],

@@ -13,7 +13,7 @@ import torch
 from yoloq.errors import UserError
 
 STATE_FORMAT = "yoloq-stage-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: compact oscillation state (6 bytes a weight), derived previous integers
 IDENTITY_HINT = {"model": "model", "task": "model", "w_bits": "w_bits", "a_bits": "a_bits",
                  "per_channel": "quant.per_channel", "first_last_bits": "quant.first_last_bits",
                  "method": "method", "classes": "data"}

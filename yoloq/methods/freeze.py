@@ -35,9 +35,11 @@ class IterativeFreezing(Callback):
                                        self.begin)
         for _, conv, tracker in self.tracking.pairs:
             wq = conv.weight_quantizer
-            new = (tracker.freq > self.threshold) & ~tracker.frozen
+            new = (tracker.frequency() > self.threshold) & ~tracker.frozen
             target = torch.clamp(torch.round(tracker.int_ema), -wq.qn, wq.qp)
-            tracker.frozen_int.copy_(torch.where(new, target, tracker.frozen_int))
+            tracker.frozen_int.copy_(torch.where(new, target, tracker.frozen_int.float()))
             tracker.frozen.logical_or_(new)
             on_grid = tracker.frozen_int * wq.scale_like(conv.weight)
             conv.weight.copy_(torch.where(tracker.frozen, on_grid, conv.weight))
+            # The integers this step ends with are the frozen ones: what a resumed run derives from the weights.
+            tracker.prev_int.copy_(torch.where(tracker.frozen, tracker.frozen_int, tracker.prev_int))

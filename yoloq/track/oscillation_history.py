@@ -33,8 +33,8 @@ class OscillationHistory(Callback):
             return
         thr = self.tracking.threshold
         self.steps.append(trainer.step)
-        self._shares.append(torch.stack([(t.freq > thr).float().mean() for t in trackers]))
-        self._freqs.append(torch.stack([t.freq.mean() for t in trackers]))
+        self._shares.append(torch.stack([(t.frequency() > thr).float().mean() for t in trackers]))
+        self._freqs.append(torch.stack([t.frequency().mean() for t in trackers]))
 
     def state_dict(self) -> dict:
         return {"steps": list(self.steps), "shares": [t.cpu() for t in self._shares],
