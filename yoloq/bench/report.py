@@ -39,7 +39,7 @@ def goals_table(result: dict) -> list[tuple[str, str, str, str]]:
                 "x")
             row("  QAT/FP saved for backward", r["saved_ratio"], unit="x")
         for name, what in (("qat_per_tensor_eager", "with eager (unfused) kernels"),
-                           ("qat_per_tensor_input_scale_frozen", "with the image quantizer's scale frozen")):
+                           ("qat_per_tensor_input_scale_learned", "with the image quantizer's scale learned")):
             if name in step:
                 row(f"  QAT/FP, per-tensor {what}", step[name]["time_ratio"], unit="x")
         row("FP peak memory above idle", step["fp"]["peak_mb"], unit=" MiB")

@@ -8,7 +8,7 @@ import torch
 
 from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.models.build import build_model, high_precision_layers
-from yoloq.quant import QuantConfig, QuantConv2d, kernels, quantize_model
+from yoloq.quant import QuantConfig, kernels, quantize_model
 
 from .measure import interleaved_times, median, median_ratio, peak_memory_mb, saved_for_backward_mb
 
@@ -69,12 +69,11 @@ def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device:
         models["qat_per_channel" if per_channel else "qat_per_tensor"] = q
     runners = {name: StepRunner(m, data, amp) for name, m in models.items()}
     # Where the rest of the time goes: the plain-torch kernels, and the first conv's input gradient, which
-    # FP never computes but the learned scale of the image's quantizer needs.
+    # FP never computes and the image quantizer's fixed grid (quant.input_grid) avoids; a learned scale needs it.
     runners["qat_per_tensor_eager"] = StepRunner(models["qat_per_tensor"], data, amp, kernel="eager")
-    frozen = copy.deepcopy(models["qat_per_tensor"])
-    first = next(m for m in frozen.modules() if isinstance(m, QuantConv2d))
-    first.act_quantizer.scale.requires_grad_(False)
-    runners["qat_per_tensor_input_scale_frozen"] = StepRunner(frozen, data, amp)
+    learned = quantize_model(copy.deepcopy(fp), QuantConfig(w_bits=bits, a_bits=bits, input_grid=False),
+                             calib_batches=[data["img"][:2]], high_precision=high_precision_layers(fp))
+    runners["qat_per_tensor_input_scale_learned"] = StepRunner(learned, data, amp)
     times = interleaved_times(runners, repeats, warmup, device)
     result = {"model": model_yaml, "batch": batch, "imgsz": imgsz, "bits": bits, "amp": amp, "repeats": repeats}
     for name, runner in runners.items():
