@@ -40,7 +40,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--bits", type=int, default=3)
-    p.add_argument("--amp", action="store_true", help="autocast the step section (CUDA)")
+    p.add_argument("--amp", action="store_true", help="autocast the step section, float16 tensors in the op section (CUDA)")
     p.add_argument("--repeats", type=int, default=11, help="timed repeats per measurement (median)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--op-numel", type=int, default=13_000_000)
@@ -104,8 +104,9 @@ def main(argv=None) -> int:
     if "op" in sections:
         from yoloq.bench.fake_quant_op import bench_fake_quant_op
 
+        dtype = torch.float16 if args.amp else torch.float32
         result["op"] = {mode: bench_fake_quant_op(args.op_numel, args.bits, device, args.repeats, args.warmup,
-                                                  per_channel=mode == "per_channel")
+                                                  per_channel=mode == "per_channel", dtype=dtype)
                         for mode in ("per_tensor", "per_channel")}
     if "contention" in sections:
         from yoloq.bench.contention import bench_contention

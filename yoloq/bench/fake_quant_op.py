@@ -20,13 +20,15 @@ def _reference(x, scale, qn, qp):
 
 
 def bench_fake_quant_op(numel: int, bits: int, device: torch.device, repeats: int, warmup: int,
-                        per_channel: bool = False, channels: int = 64) -> dict:
-    """Medians of one forward+backward on a [N, C, H, W] float32 tensor of about numel elements."""
+                        per_channel: bool = False, channels: int = 64, dtype: torch.dtype = torch.float32) -> dict:
+    """Medians of one forward+backward on a [N, C, H, W] tensor of about numel elements (float16: the
+    activations an autocast step quantizes; PyTorch's builtin gets float32, which it needs on every device)."""
     hw = max(1, round(math.sqrt(numel / (8 * channels))))
     shape = (8, channels, hw, hw)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen).to(device).requires_grad_(True)
-    grad = torch.randn(shape, generator=gen).to(device)
+    x = torch.randn(shape, generator=gen).to(device, dtype).requires_grad_(True)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
+    x32 = x.detach().float().requires_grad_(True)
     qn, qp = 2 ** (bits - 1), 2 ** (bits - 1) - 1
     n_scales = channels if per_channel else 1
     scale = torch.full((n_scales,), 3.0 / qp, device=device, requires_grad=True)
@@ -36,14 +38,15 @@ def bench_fake_quant_op(numel: int, bits: int, device: torch.device, repeats: in
 
     def fwd_bwd(forward):
         def run():
-            x.grad = scale.grad = None
-            forward().backward(grad)
+            x.grad = x32.grad = scale.grad = None
+            out = forward()
+            out.backward(grad.to(out.dtype))
         return run
 
     def builtin():
         if per_channel:
-            return torch._fake_quantize_learnable_per_channel_affine(x, scale, zero_point, 1, -qn, qp, grad_factor)
-        return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, -qn, qp, grad_factor)
+            return torch._fake_quantize_learnable_per_channel_affine(x32, scale, zero_point, 1, -qn, qp, grad_factor)
+        return torch._fake_quantize_learnable_per_tensor_affine(x32, scale, zero_point, -qn, qp, grad_factor)
 
     def ours(mode):
         def forward():
@@ -70,7 +73,7 @@ def bench_fake_quant_op(numel: int, bits: int, device: torch.device, repeats: in
         "floor_reused": floor_reused,
     }
     times = interleaved_times(fns, repeats, warmup, device)
-    result = {"shape": list(shape), "numel": x.numel(), "bits": bits, "per_channel": per_channel,
+    result = {"shape": list(shape), "numel": x.numel(), "bits": bits, "per_channel": per_channel, "dtype": str(dtype),
               "compiled": kernels.uses_compiled(device, x.numel()), "repeats": repeats}
     result["ms"] = {name: median(t) * 1e3 for name, t in times.items()}
     result["builtin_over_ours"] = median_ratio(times["builtin"], times["ours"])
