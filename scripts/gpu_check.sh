@@ -15,14 +15,14 @@ export YOLO_OFFLINE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export YOLOQ_CACHE=${YOLOQ_CACHE:-/tmp/yoloq-cache} TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/yoloq-cache/inductor}
 py=${PYTHON:-python3}
 
+"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+  || { echo "error: PyTorch sees no CUDA device: run scripts/gpu_check.sh on a GPU machine"; exit 2; }
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "error: installing the wheels in .whl/ failed"; exit 2; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-  || { echo "error: PyTorch sees no CUDA device: run scripts/gpu_check.sh on a GPU machine"; exit 2; }
 missing=$("$py" -c "
 import importlib.util as u
 print(' '.join(m for m in ('ultralytics', 'hydra', 'omegaconf', 'pycocotools', 'albumentations', 'cv2') if u.find_spec(m) is None))")
