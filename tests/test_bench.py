@@ -30,6 +30,8 @@ def test_step_and_op_sections(tmp_path, capsys):
     for mode in ("qat_per_tensor", "qat_per_channel"):
         r = step[mode]
         assert r["step_s"] > 0 and r["time_ratio"] > 0
+        q1, q3 = r["time_ratio_iqr"]
+        assert q1 <= r["time_ratio"] <= q3
         assert r["saved_ratio"] == pytest.approx(r["saved_mb"] / step["fp"]["saved_mb"])
     for mode in ("per_tensor", "per_channel"):
         op = result["op"][mode]

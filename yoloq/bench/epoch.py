@@ -44,10 +44,13 @@ def bench_epoch(cfg, repeats: int, fraction: float = 1.0) -> dict:
                           threads=threads)
         start = time.perf_counter()
         trainer.fit()
+        changes[stage] = changes.get(stage, 0) + threads.changes
         return time.perf_counter() - start, trainer.step
 
+    changes: dict[str, int] = {}  # thread count changes during each stage's timed epochs
     epoch("qat", 0.03)  # a few steps that compile the fake-quant kernels, which a real run does once
     times: dict[str, list[float]] = {"fp": [], "qat": []}
+    changes.clear()
     steps = {}
     for _ in range(repeats):
         for stage in ("fp", "qat"):
@@ -58,7 +61,7 @@ def bench_epoch(cfg, repeats: int, fraction: float = 1.0) -> dict:
         "model": cfg.model.name, "data": cfg.data.name, "batch": cfg.trainer.batch, "workers": cfg.trainer.workers,
         "imgsz": cfg.data.imgsz, "bits": cfg.w_bits, "method": cfg.method.name, "fraction": fraction,
         "fp_trained": cached.is_file(), "threads": threads.target, "adapt_threads": threads.adapt,
-        "repeats": repeats, "steps": steps, "fp_s": times["fp"], "qat_s": times["qat"],
+        "repeats": repeats, "steps": steps, "thread_changes": changes, "fp_s": times["fp"], "qat_s": times["qat"],
         "fp_epoch_s": statistics.median(times["fp"]), "qat_epoch_s": statistics.median(times["qat"]),
         "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
     }

@@ -43,6 +43,15 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
+def ratio_spread(num: list[float], den: list[float]) -> list[float]:
+    """The quartiles [q1, q3] of the per-repeat ratios: how far one repeat's ratio strays from the median."""
+    ratios = [a / b for a, b in zip(num, den)]
+    if len(ratios) < 2:
+        return [ratios[0], ratios[0]]
+    q = statistics.quantiles(ratios, n=4)
+    return [q[0], q[2]]
+
+
 def _release_free_memory() -> None:
     gc.collect()
     if sys.platform.startswith("linux"):

@@ -10,7 +10,7 @@ from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.models.build import build_model, high_precision_layers
 from yoloq.quant import QuantConfig, kernels, quantize_model
 
-from .measure import interleaved_times, median, median_ratio, peak_memory_mb, saved_for_backward_mb
+from .measure import interleaved_times, median, median_ratio, peak_memory_mb, ratio_spread, saved_for_backward_mb
 
 
 def random_batch(batch: int, imgsz: int, num_classes: int, device: torch.device, boxes_per_image: int = 4) -> dict:
@@ -89,6 +89,7 @@ def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device:
             continue
         fp_mem, q_mem = result["fp"]["peak_mb"], result[name]["peak_mb"]
         result[name]["time_ratio"] = median_ratio(times[name], times["fp"])
+        result[name]["time_ratio_iqr"] = ratio_spread(times[name], times["fp"])
         result[name]["peak_ratio"] = None if not fp_mem or q_mem is None else q_mem / fp_mem
         result[name]["saved_ratio"] = result[name]["saved_mb"] / result["fp"]["saved_mb"]
     return result

@@ -119,6 +119,7 @@ class CpuThreads:
 
     def start(self) -> None:
         self._apply(self.target)
+        self.changes = 0
         self._probe_at, self._backoff, self._probing = None, self.probe_s, False
         self._open_window()
 

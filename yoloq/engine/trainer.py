@@ -356,6 +356,9 @@ class Trainer:
             self.replica_fingerprints = distributed.gather_fingerprints(self.model)
         if len(set(self.replica_fingerprints)) > 1:
             raise RuntimeError(f"{self.name}: DDP replicas diverged (parameter fingerprints {self.replica_fingerprints})")
+        if self.threads is not None and self.threads.changes:
+            log.info("%s: the CPU thread count changed %d times while other work competed for the cores", self.name,
+                     self.threads.changes)
         self._hook("on_stage_end")
         self.wall_time += self._elapsed()
         self._started = None
