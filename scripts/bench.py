@@ -14,7 +14,6 @@ Every ratio is taken inside this one process, from interleaved repeats.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import torch  # noqa: E402
 
+from yoloq.atomic import write_json_atomic  # noqa: E402
 from yoloq.bench.report import goals_table, print_table  # noqa: E402
 
 SECTIONS = ("step", "op", "stages", "epoch", "contention")
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             return 2
     out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out, result)
     print_table(goals_table(result))
     print(f"\nwrote {out}")
     return 0

@@ -61,4 +61,4 @@ def test_coco_root_without_annotations(tmp_path):
 def test_incompatible_weights(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"definitely not a checkpoint")
     proc = run_train(f"model.weights={tmp_path / 'w.pt'}", tmp_path=tmp_path)
-    assert_one_line_error(proc, "not a readable PyTorch checkpoint")
+    assert_one_line_error(proc, "refused by ultralytics' safe loader")

@@ -32,6 +32,7 @@ def _prepare_train(args: list[str]) -> tuple[list[str], Path | None]:
     """Overrides added before Hydra composes the config: the run folder a `resume=` names (returned too), the
     same time stamp for every torchrun rank, and no Hydra files from ranks other than 0."""
     from yoloq.engine.resume import resume_target
+    from yoloq.engine.run_folder import lock_run_folder
 
     if _override(args, "resume") not in (None, "false") and any(a in ("-m", "--multirun") for a in args):
         raise UserError("resume= with a multirun (-m) is ambiguous: resume each run on its own with "
@@ -43,6 +44,10 @@ def _prepare_train(args: list[str]) -> tuple[list[str], Path | None]:
     target = distributed.from_main(lambda: resume_target(_override(args, "resume"), _override(args, "run_dir")))
     if target is not None:
         extra.append(f"run_dir={target}")
+    run_dir = target or _override(args, "run_dir")
+    if run_dir and distributed.is_main() and not any(a in ("-m", "--multirun") for a in args):
+        # before Hydra writes its .hydra/ files and log into the folder: a folder in use stays untouched
+        lock_run_folder(Path(run_dir))
     if not distributed.is_main():
         extra += ["hydra.output_subdir=null", "hydra/job_logging=none"]
     return extra, target

@@ -52,3 +52,22 @@ def test_each_epoch_starts_with_a_full_seeded_buffer(shapes):
     assert sum(im is not None for im in ds.ims) == len(ds.buffer)  # the previous epoch's images were let go
     loader.set_epoch(0)
     assert list(ds.buffer) == first
+
+
+def epoch_batches(shapes, workers: int, skip: int = 0) -> list[dict]:
+    loader = build_loader(shapes, hyperparameters(imgsz=96, task="detect"), shapes.train_split, 4, workers,
+                          train=True, seed=0)
+    loader.set_epoch(2, skip_batches=skip)
+    return [{"files": list(b["im_file"]), "img": b["img"]} for b in loader]
+
+
+def test_mid_epoch_resume_keeps_the_sample_order_but_not_the_augmentation_draws(shapes):
+    """What a run resumed after batch k of an epoch (a stop signal mid-epoch) sees, as the trainer's docstring
+    and the README state: the same samples in the same order (kept), augmented with other random draws (not
+    kept: each loader worker's random stream starts again at the resume point, so batch k gets the draws
+    the uninterrupted run spent on batch 0, and on data larger than the mosaic buffer the buffer starts from
+    the epoch's initial fill). At an epoch boundary a resume is exact (test_an_epoch_is_a_function_...)."""
+    k = 2
+    full, resumed = epoch_batches(shapes, workers=2), epoch_batches(shapes, workers=2, skip=k)
+    assert [b["files"] for b in resumed] == [b["files"] for b in full[k:]]  # kept: the order
+    assert not any(torch.equal(a["img"], b["img"]) for a, b in zip(resumed, full[k:]))  # not kept: the draws

@@ -20,8 +20,10 @@ def test_two_process_gloo_run_keeps_every_rank_identical(tmp_path):
     assert "2 processes (batch 4 each)" in log
     fingerprints = json.loads((run_dir / "ddp_check.json").read_text())
     assert set(fingerprints) == {"fp", "qat", "qc"}
-    for stage, per_rank in fingerprints.items():
-        assert len(per_rank) == 2 and per_rank[0] == per_rank[1], stage
+    for stage, parts in fingerprints.items():  # parameters, and the EMA copy (QAT with ema_qc) that is saved
+        assert set(parts) == ({"model"} if stage == "qc" else {"model", "ema"}), (stage, parts)  # FP: EMA too
+        for part, per_rank in parts.items():
+            assert len(per_rank) == 2 and per_rank[0] == per_rank[1], (stage, part)
     rows = json.loads((run_dir / "results.json").read_text())
     assert [r["stage"] for r in rows] == ["fp", "qat", "qc", "folded"]
     assert not list(run_dir.glob("*-last.pt"))  # finished stages leave only their final checkpoints

@@ -37,7 +37,7 @@ def test_method_runs_end_to_end(cache, tmp_path, method, extra):
     stages = [r.stage for r in results]
     assert stages == (["fp", "qat", "qc", "folded"] if method.endswith("_qc") else ["fp", "qat"])
     assert all(r.method == method for r in results[1:])
-    qat = torch.load(results[1].checkpoint, weights_only=False)
+    qat = torch.load(results[1].checkpoint, weights_only=True)
     assert "TrackOscillations" in qat["callbacks"]
     assert ("EMACallback" in qat["callbacks"]) == method.startswith("ema")
     assert 0 <= results[1].extra["oscillating_pct"] <= 100
@@ -49,7 +49,7 @@ def test_method_runs_end_to_end(cache, tmp_path, method, extra):
         # equal up to rare rounding-threshold flips (a wrong fold is off by pixels everywhere)
         assert folded.extra["fold_mean_diff"] < 0.05 and folded.extra["deploy_mean_diff"] < 0.05
         assert abs(folded.extra["deploy_mAP50-95"] - folded.metrics["mAP50-95"]) < 0.02
-        qc_state = torch.load(results[2].checkpoint, weights_only=False)["model"]
+        qc_state = torch.load(results[2].checkpoint, weights_only=True)["model"]
         assert any(k.endswith("correction.gamma") for k in qc_state)
         # scripts/eval.py rebuilds the QC and the folded model from their checkpoints and scores them the same
         for stage in results[2:]:
@@ -68,6 +68,6 @@ def test_seed_varies_qat_but_not_the_fp_model(cache, tmp_path):
     _, a = run(cache, tmp_path, "method=lsq", "seed=0")
     _, b = run(cache, tmp_path, "method=lsq", "seed=1", f"run_dir={tmp_path / 'run-seed1'}")
     assert b[0].cached and b[0].checkpoint == a[0].checkpoint
-    wa = torch.load(a[1].checkpoint, weights_only=False)["model"]
-    wb = torch.load(b[1].checkpoint, weights_only=False)["model"]
+    wa = torch.load(a[1].checkpoint, weights_only=True)["model"]
+    wb = torch.load(b[1].checkpoint, weights_only=True)["model"]
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # other augmentation and batch order

@@ -22,7 +22,7 @@ def test_tiny_end_to_end_run_and_fp_cache(tiny_cfg, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "stage" in table and "W3A3" in table and "FP32" in table
 
-    qat = torch.load(run / "qat.pt", weights_only=False)
+    qat = torch.load(run / "qat.pt", weights_only=True)
     assert any(k.endswith("weight_quantizer.scale") for k in qat["model"])
     fp_ckpt = results[0].checkpoint
 
@@ -76,6 +76,6 @@ def test_pretrained_weights_skip_fp_training(tiny_cfg, tmp_path):
     src = build_model("yolov5n.yaml", tuple(f"c{i}" for i in range(6)))
     torch.save({"model": src.half()}, tmp_path / "pre.pt")  # same nc as the shapes data: everything transfers
     results = train(tiny_cfg(f"model.weights={tmp_path / 'pre.pt'}", "trainer.fp.epochs=5"))
-    fp = torch.load(results[0].checkpoint, weights_only=False)
+    fp = torch.load(results[0].checkpoint, weights_only=True)
     assert fp["history"] == []  # no FP epoch ran
     assert torch.equal(fp["model"]["model.0.conv.weight"], src.state_dict()["model.0.conv.weight"].float())

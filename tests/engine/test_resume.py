@@ -21,7 +21,7 @@ QAT3 = ("trainer.qat.epochs=3", "method=ema_qc")
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)  # yoloq writes safe files
 
 
 def trainer_state(path):
@@ -139,7 +139,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(tiny_cfg, tmp_path):
 
 
 def test_a_failing_checkpoint_write_says_so(tmp_path, monkeypatch):
-    from yoloq.engine import checkpoint
+    from yoloq import checkpoint
 
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the run folder should be: the OS refuses to write under it
@@ -147,7 +147,7 @@ def test_a_failing_checkpoint_write_says_so(tmp_path, monkeypatch):
         checkpoint.save_atomic({"a": 1}, blocked / "qat-last.pt")
 
     def disk_full(obj, f):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
@@ -160,7 +160,7 @@ def test_a_failing_checkpoint_write_says_so(tmp_path, monkeypatch):
 
 
 def test_a_stage_state_of_another_version_is_refused_in_one_line(tiny_cfg, tmp_path, monkeypatch):
-    from yoloq.engine import pipeline
+    from yoloq.engine import run_folder
     from yoloq.engine.resume import STATE_FORMAT, STATE_VERSION
 
     run_dir = tmp_path / "run"
@@ -168,7 +168,7 @@ def test_a_stage_state_of_another_version_is_refused_in_one_line(tiny_cfg, tmp_p
     (run_dir / "config.yaml").write_text("x: 1\n")
     torch.save({"format": STATE_FORMAT, "version": STATE_VERSION - 1, "stage": "qat", "trainer": {}},
                run_dir / "qat-last.pt")
-    monkeypatch.setattr(pipeline, "check_identity", lambda *args: None)  # this run's own file, but older
+    monkeypatch.setattr(run_folder, "check_identity", lambda *args: None)  # this run's own file, but older
     with pytest.raises(UserError, match=rf"qat-last.pt holds stage state version {STATE_VERSION - 1}, this yoloq "
                                         rf"reads version {STATE_VERSION}: .*start a new run"):
         train(tiny_cfg("trainer.qat.epochs=1", "method=lsq", "trainer.fp.epochs=0", "resume=true"))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.engine.trainer import Recipe, Trainer, param_groups
 from yoloq.errors import UserError
 from yoloq.models.build import build_model

@@ -67,7 +67,7 @@ def test_checkpoint_round_trip_keeps_tracker_freezing_ema_and_qc_state(tmp_path)
     tracker_state["trackers.model/1/conv.frozen"].view(-1)[:5] = True  # make sure a mask is saved
     torch.save({"model": net.state_dict(), "callbacks": trainer.callback_states()}, tmp_path / "ckpt.pt")
 
-    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     fresh_model, _ = toy_model(seed=3)
     add_corrections(fresh_model)
     fresh = ToyLoss(fresh_model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.engine.trainer import Recipe, Trainer
 from yoloq.methods.dampen import OscillationDampening, dampening_loss
 from yoloq.methods.freeze import IterativeFreezing
@@ -206,7 +206,7 @@ def test_freezing_run_resumed_from_its_state_continues_bit_for_bit():
     straight.fit()
     first, _ = make(epochs=1)
     first.fit()
-    state = torch.load(_save(first.state_dict()), weights_only=False)
+    state = torch.load(_save(first.state_dict()), weights_only=True)
     state["epoch"] = 1  # its recipe was one epoch long; continue as a two-epoch stage
     resumed, resumed_tracking = make(state)
     resumed.fit()

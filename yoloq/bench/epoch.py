@@ -10,12 +10,12 @@ import statistics
 import time
 
 from yoloq.config import resolve_device
-from yoloq.engine.pipeline import (build_data, calibration_batches, cpu_threads, fp_cache_path, model_task,
-                                   qat_callbacks, quantized_copy)
-from yoloq.engine.resume import read_checkpoint
+from yoloq.engine.cpu_threads import CpuThreads
+from yoloq.engine.stages.fp import fp_cache_path, load_fp_cache
+from yoloq.engine.stages.qat import qat_callbacks
 from yoloq.engine.trainer import Recipe, Trainer
+from yoloq.factory import build_data, calibration_batches, float_model, quantized_copy
 from yoloq.methods.ema import EMACallback
-from yoloq.models.build import build_model
 from yoloq.track.log_callback import LogMetrics
 from yoloq.track.run_log import NullRunLog
 
@@ -24,12 +24,12 @@ from .stages import _no_evaluation
 
 def bench_epoch(cfg, repeats: int, fraction: float = 1.0) -> dict:
     device = resolve_device(cfg.device)
-    threads = cpu_threads(cfg, device)
+    threads = CpuThreads.from_cfg(cfg, device)
     data = build_data(cfg, device)
-    fp_model = build_model(cfg.model.yaml, data.info.names, data.hyp, model_task(cfg)).to(device)
+    fp_model = float_model(cfg, data).to(device)
     cached = fp_cache_path(cfg, data.info)
     if cached.is_file():  # a trained model's gradients and loss targets are those of the real QAT stage
-        fp_model.load_state_dict(read_checkpoint(cached)["model"])
+        fp_model.load_state_dict(load_fp_cache(cached)["model"])
     qat_model = quantized_copy(cfg, fp_model, calibration_batches(cfg, data, device))
 
     def epoch(stage: str, share: float) -> tuple[float, int]:

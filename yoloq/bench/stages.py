@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 from yoloq.config import resolve_device
-from yoloq.engine.pipeline import (build_data, calibration_batches, fp_cache_path, model_task, qat_callbacks, qc_model,
-                                   qc_recipe, quantized_copy)
-from yoloq.engine.resume import read_checkpoint
+from yoloq.engine.stages.fp import fp_cache_path, load_fp_cache
+from yoloq.engine.stages.qat import qat_callbacks
+from yoloq.engine.stages.qc import qc_model, qc_recipe
 from yoloq.engine.trainer import Recipe, Trainer
+from yoloq.factory import build_data, calibration_batches, float_model, quantized_copy
 from yoloq.methods.correction import FrozenBatchNorm
-from yoloq.models.build import build_model
 from yoloq.track.run_log import NullRunLog
 
 
@@ -31,11 +31,11 @@ def bench_stages(cfg, fraction: float) -> dict:
     for both), and images/s of the evaluator on the val split."""
     device = resolve_device(cfg.device)
     data = build_data(cfg, device)
-    model = build_model(cfg.model.yaml, data.info.names, data.hyp, model_task(cfg)).to(device)
+    model = float_model(cfg, data).to(device)
     cached = fp_cache_path(cfg, data.info)
     trained = cached.is_file()
     if trained:  # an untrained model's outputs make NMS and pycocotools unrepresentatively cheap
-        model.load_state_dict(read_checkpoint(cached)["model"])
+        model.load_state_dict(load_fp_cache(cached)["model"])
     calib = calibration_batches(cfg, data, device)
     qat_model = quantized_copy(cfg, model, calib)
 

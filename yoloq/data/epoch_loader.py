@@ -1,6 +1,8 @@
 """The training loader: epoch e's sample order and augmentation randomness are a function of (seed, e) alone,
 so a run resumed at an epoch boundary sees exactly the data an uninterrupted run would have seen, and a run
-resumed mid-epoch continues the same order where it stopped. Under torchrun each rank takes its share of
+resumed mid-epoch continues the same order where it stopped, though not with the same augmentation draws:
+each worker's random stream starts again at the resume point, and on data larger than the mosaic buffer the
+buffer starts from the epoch's initial fill, not from where the workers had left it. Under torchrun each rank takes its share of
 the epoch's order (like DistributedSampler). Workers are started per epoch (ultralytics' persistent loader
 would prefetch into the next epoch with the previous epoch's random state)."""
 

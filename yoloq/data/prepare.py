@@ -3,6 +3,8 @@
 `data=shapes` generates the synthetic set into the cache on first use; `data=coco` converts a real
 COCO 2017 folder's json into YOLO labels in the cache (the user's folder is only read; images are
 reached through a symlink). Both end in the same layout, so everything downstream is one code path.
+Two runs that start at once build a cache entry once: the second waits on the entry's lock, then uses it; a
+finished entry is never replaced while another run may be reading it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from yoloq.data.coco_format import category_mapping, load_coco_json, write_yolo_labels
 from yoloq.data.shapes import ShapesSpec, generate_shapes
 from yoloq.errors import UserError
+from yoloq.locks import waiting_lock
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -57,10 +60,25 @@ def prepare_dataset(data_cfg, cache_dir: Path) -> DatasetInfo:
 
 
 def _finish(tmp: Path, root: Path) -> None:
-    """Publish a fully written folder atomically (rename), so a half-built cache is never used."""
+    """Publish a fully written folder atomically (rename), so a half-built cache is never used. Called under the
+    entry's lock: whatever is at `root` is an unfinished leftover of a crashed run, read by nobody."""
     (tmp / ".complete").write_text("ok")
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
+
+
+def _build_once(root: Path, build) -> None:
+    """`build(tmp)` fills a temporary folder that becomes `root`, unless `root` is complete already (perhaps
+    built by another run while this one waited for the lock)."""
+    if (root / ".complete").exists():
+        return
+    with waiting_lock(root.with_name(root.name + ".lock"), f"the dataset cache {root}"):
+        if (root / ".complete").exists():
+            return
+        tmp = root.with_name(root.name + f".partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        _finish(tmp, root)
 
 
 def _info(name: str, root: Path, train: str, val: str, fingerprint: str) -> DatasetInfo:
@@ -74,13 +92,13 @@ def _prepare_shapes(data_cfg, cache_dir: Path) -> DatasetInfo:
                       max_objects=int(data_cfg.max_objects), distractors=int(data_cfg.distractors),
                       seed=int(data_cfg.seed))
     root = cache_dir / f"shapes-{spec.key()}"
-    if not (root / ".complete").exists():
-        tmp = root.with_name(root.name + f".partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         generate_shapes(spec, tmp, workers=int(data_cfg.get("workers", 2)))
         for split in ("train", "val"):
             write_yolo_labels(load_coco_json(tmp / "annotations" / f"instances_{split}.json"), tmp / "labels" / split)
-        _finish(tmp, root)
+
+    _build_once(root, build)
     return _info("shapes", root, "train", "val", f"shapes-{spec.key()}")
 
 
@@ -108,9 +126,8 @@ def _prepare_coco(data_cfg, cache_dir: Path) -> DatasetInfo:
     stamp = json.dumps({s: [str(js), js.stat().st_size, js.stat().st_mtime_ns] for s, js in jsons.items()})
     key = hashlib.sha1(stamp.encode()).hexdigest()[:10]
     root = cache_dir / f"coco-{key}"
-    if not (root / ".complete").exists():
-        tmp = root.with_name(root.name + f".partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         (tmp / "images").mkdir(parents=True)
         (tmp / "annotations").mkdir()
         for split in (train, val):
@@ -118,7 +135,8 @@ def _prepare_coco(data_cfg, cache_dir: Path) -> DatasetInfo:
             (tmp / "images" / split).symlink_to(image_dirs[split], target_is_directory=True)
             (tmp / "annotations" / f"instances_{split}.json").symlink_to(jsons[split])
             write_yolo_labels(coco, tmp / "labels" / split)
-        _finish(tmp, root)
+
+    _build_once(root, build)
     return _info("coco", root, train, val, f"coco-{key}")
 
 

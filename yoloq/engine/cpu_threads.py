@@ -117,6 +117,14 @@ class CpuThreads:
         self._backoff = probe_s
         self._probing = False
 
+    @classmethod
+    def from_cfg(cls, cfg, device) -> "CpuThreads":
+        """The run's threads (`trainer.threads`, `trainer.adapt_threads`), set now, for data building and evaluation
+        too; adapted only while training on CPU."""
+        threads = cls(cfg.trainer.get("threads"), adapt=cfg.trainer.get("adapt_threads", True) and device.type == "cpu")
+        torch.set_num_threads(threads.target)
+        return threads
+
     def start(self) -> None:
         self._apply(self.target)
         self.changes = 0

@@ -112,18 +112,19 @@ def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None
             t.copy_(staged)
 
 
-def fingerprint(module: torch.nn.Module) -> str:
-    """A hash of the exact bytes of every parameter: equal on two ranks iff their parameters are identical."""
+def fingerprint(module: torch.nn.Module, buffers: bool = False) -> str:
+    """A hash of the exact bytes of every parameter (and buffer): equal on two ranks iff they are identical."""
     h = hashlib.sha1()
-    for name, p in module.named_parameters():
+    tensors = list(module.named_parameters()) + (list(module.named_buffers()) if buffers else [])
+    for name, t in tensors:
         h.update(name.encode())
-        h.update(p.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def gather_fingerprints(module: torch.nn.Module) -> list[str]:
-    """Every rank's parameter fingerprint, in rank order (one entry without torchrun)."""
-    own = fingerprint(module)
+def gather_fingerprints(module: torch.nn.Module, buffers: bool = False) -> list[str]:
+    """Every rank's fingerprint of `module`, in rank order (one entry without torchrun)."""
+    own = fingerprint(module, buffers)
     if not dist.is_initialized():
         return [own]
     out: list = [None] * dist.get_world_size()

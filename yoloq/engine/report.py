@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from yoloq.eval.coco_eval import finite
 
@@ -26,9 +24,9 @@ class StageResult:
         return "FP32" if self.w_bits >= 32 else f"W{self.w_bits}A{self.a_bits}"
 
 
-def write_results(results: list[StageResult], path: Path) -> None:
-    rows = [{**asdict(r), "bits": r.bits, "metrics": finite(r.metrics)} for r in results]
-    path.write_text(json.dumps(rows, indent=2))
+def results_rows(results: list[StageResult]) -> list[dict]:
+    """results.json's rows: one per stage, NaN metrics as null."""
+    return [{**asdict(r), "bits": r.bits, "metrics": finite(r.metrics)} for r in results]
 
 
 def format_table(results: list[StageResult]) -> str:

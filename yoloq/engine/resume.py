@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from yoloq.errors import UserError
 
 STATE_FORMAT = "yoloq-stage-state"
@@ -37,17 +35,6 @@ def check_identity(found: dict | None, expected: dict, path: Path) -> None:
         ours = " ".join(f"{IDENTITY_HINT[k]}={expected[k]}" for k in diffs)
         raise UserError(f"checkpoint {path} is of another run ({theirs}) than this one ({ours}): resume with "
                         f"{theirs}, or start a new run without resume")
-
-
-def read_checkpoint(path: Path) -> dict:
-    """torch.load with a one-line error for a missing, torn or foreign file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which and what to do
-        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
-                        "it is damaged or not a PyTorch checkpoint; resume from another run or start anew") from None
 
 
 def state_path(run_dir: Path, stage: str) -> Path:

@@ -1,15 +1,16 @@
 """One training loop for every stage (FP, QAT, ...): ultralytics' loss on ultralytics' dataset,
 SGD with YOLOv5's warm-up and linear schedule for the weights, Adam for quantization parameters,
-AMP on CUDA, DDP under torchrun, evaluation each epoch, and named hooks (engine/hooks.py) where methods
+AMP on CUDA, DDP under torchrun, evaluation each epoch, and named hooks (yoloq/callbacks.py) where methods
 plug in. Its whole state (state_dict) goes into a checkpoint after every epoch and on a stop signal, and
-a Trainer built with that state continues exactly where it stopped."""
+a Trainer built with that state continues where it stopped: exactly from an epoch boundary; from mid-epoch
+(a stop signal) with the same model, optimizer and random states and the same remaining samples in the same
+order, but with other augmentation draws for them (the loader workers' random streams start again at the
+resume point; data/epoch_loader.py, pinned by a test)."""
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
-import random
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,8 +24,9 @@ from tqdm import tqdm
 
 from yoloq.engine import distributed
 from yoloq.engine.cpu_threads import CpuThreads
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback, state_keys
 from yoloq.engine.preemption import Preempted, StopSignal
+from yoloq.engine.rng import rng_state, set_rng_state
 from yoloq.errors import UserError
 from yoloq.quant import LSQQuantizer
 
@@ -74,21 +76,6 @@ def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class Trainer:
     """`checkpoint(trainer) -> path` writes the trainer's state (called on rank 0 after every epoch and on a
     stop signal); `state` is such a state to continue from; `stop` is the run's StopSignal; `threads` sets
@@ -116,7 +103,7 @@ class Trainer:
         self.mosaic_closed = False
         self.wall_time = 0.0  # of earlier sessions of this stage (resume); the running one is _elapsed()
         self._started: float | None = None
-        self.replica_fingerprints: list[str] = []
+        self.replica_fingerprints: dict[str, list[str]] = {}  # model (and EMA) hash per rank
         self._build_optimizers()
         self._callback_state = None
         if state is not None:
@@ -224,16 +211,24 @@ class Trainer:
         return min(self.step / self.total_steps, 1.0)
 
     def callback_states(self) -> dict:
-        """Every callback's state (EMA copy, oscillation trackers, ...), keyed by its class name."""
-        return {type(cb).__name__: cb.state_dict() for cb in self.callbacks}
+        """Every callback's state (EMA copy, oscillation trackers, ...), keyed by its state key (callbacks.state_keys)."""
+        return {key: cb.state_dict() for key, cb in zip(state_keys(self.callbacks), self.callbacks)}
 
     def load_callback_states(self, states: dict) -> None:
-        missing = [type(cb).__name__ for cb in self.callbacks if type(cb).__name__ not in states]
+        keys = state_keys(self.callbacks)
+        missing = [k for k in keys if k not in states]
         if missing:
             raise UserError(f"{self.name}: the checkpoint has no state for {', '.join(missing)}: it was written with "
                             "other method settings (e.g. method.ema.enabled); resume with the run's own settings")
-        for cb in self.callbacks:
-            cb.load_state_dict(states[type(cb).__name__])
+        for key, cb in zip(keys, self.callbacks):
+            cb.load_state_dict(states[key])
+
+    def callback(self, kind: type) -> Callback:
+        """The one callback of this type (e.g. the oscillation tracker); an error if there is none or several."""
+        found = [cb for cb in self.callbacks if isinstance(cb, kind)]
+        if len(found) != 1:
+            raise LookupError(f"{self.name}: {len(found)} callbacks of type {kind.__name__}, expected one")
+        return found[0]
 
     @property
     def eval_model(self) -> nn.Module:
@@ -303,6 +298,17 @@ class Trainer:
         if self.eval_model is not self.model:
             distributed.broadcast_state(self.eval_model, buffers_only=True)
 
+    def _check_replicas(self) -> None:
+        """The proof that DDP kept the ranks in step: every rank's hash of the parameters and, with an EMA, of the
+        EMA copy (parameters and, after _sync_replicas, buffers: the copy that is evaluated and saved)."""
+        self.replica_fingerprints = {"model": distributed.gather_fingerprints(self.model)}
+        if self.eval_model is not self.model:
+            self.replica_fingerprints["ema"] = distributed.gather_fingerprints(self.eval_model, buffers=True)
+        diverged = [part for part, hashes in self.replica_fingerprints.items() if len(set(hashes)) > 1]
+        if diverged:
+            raise RuntimeError(f"{self.name}: DDP replicas diverged ({', '.join(diverged)} fingerprints "
+                               f"{self.replica_fingerprints})")
+
     def fit(self) -> dict:
         r = self.recipe
         nb = len(self.loader)
@@ -352,10 +358,7 @@ class Trainer:
             if distributed.any_rank(self.stop.requested)[0]:  # e.g. a signal during the evaluation
                 self._stop_now(save=False)
         self.epoch = r.epochs
-        if self.ddp is not None:  # the proof that DDP kept the ranks in step
-            self.replica_fingerprints = distributed.gather_fingerprints(self.model)
-        if len(set(self.replica_fingerprints)) > 1:
-            raise RuntimeError(f"{self.name}: DDP replicas diverged (parameter fingerprints {self.replica_fingerprints})")
+        self._check_replicas()
         if self.threads is not None and self.threads.changes:
             log.info("%s: the CPU thread count changed %d times while other work competed for the cores", self.name,
                      self.threads.changes)

@@ -9,9 +9,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from yoloq.config import quant_config, resolve_device
-from yoloq.engine.checkpoint import load_checkpoint
-from yoloq.engine.pipeline import build_data, model_task
+from yoloq.atomic import write_json_atomic
+from yoloq.checkpoint import load_checkpoint
 from yoloq.errors import UserError
+from yoloq.factory import build_data, model_task
 from yoloq.eval.coco_eval import finite
 from yoloq.models.build import build_model, high_precision_layers
 from yoloq.quant import quantize_model
@@ -39,14 +40,11 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
     if not path:
         raise UserError("no checkpoint given: add +checkpoint=runs/<run>/qat.pt (or an FP cache file)")
     path = Path(str(path)).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: give a .pt written by scripts/train.py")
-    try:
-        ckpt = load_checkpoint(path)
-        saved = OmegaConf.create(ckpt["config"])
-    except Exception as e:
-        raise UserError(f"{path} is not a yoloq checkpoint ({e.__class__.__name__}): give a .pt written by "
-                        "scripts/train.py") from None
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise UserError(f"{path} is not a yoloq checkpoint (no config and model state): give a .pt written by "
+                        "scripts/train.py")
+    saved = OmegaConf.create(ckpt["config"])
     # the model, data and quantization the checkpoint was trained with; device/cache/eval from the command line
     cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
     if cfg.eval.get("ultralytics_check") and model_task(cfg) != "detect":
@@ -61,7 +59,6 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
 
         metrics["ultralytics"] = ultralytics_metrics(model, data.evaluator.loader, device, Path(run_dir) / "val",
                                                      cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / "eval.json").write_text(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
+    write_json_atomic(Path(run_dir) / "eval.json", {"checkpoint": str(path), **metrics})
     print(json.dumps(metrics, indent=2))
     return metrics

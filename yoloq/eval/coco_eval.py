@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 from ultralytics.utils import nms, ops
+from yoloq.atomic import write_json_atomic
 
 # COCOeval.stats, in its order
 STAT_NAMES = ("mAP50-95", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
@@ -121,7 +121,7 @@ class CocoEvaluator:
         """Box metrics (mAP50-95, mAP50, ...); segmentation models add the mask metrics as mask_mAP50-95, ..."""
         results, seen = self.predict(model)
         if save_json is not None:
-            Path(save_json).write_text(json.dumps(results))
+            write_json_atomic(save_json, results, indent=None)
         boxes = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
         metrics = coco_metrics(self.gt, boxes, img_ids=seen)
         if self.task == "segment":

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.methods.dampen import OscillationDampening
 from yoloq.methods.ema import EMACallback
 from yoloq.methods.freeze import IterativeFreezing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 
 
 class FrozenBatchNorm(Callback):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.methods.oscillation import tracked_convs
 from yoloq.methods.schedule import cosine_anneal
 

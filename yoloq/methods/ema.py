@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ultralytics.utils.torch_utils import ModelEMA
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 
 
 class EMACallback(Callback):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.quant import QuantConv2d
 
 OSCILLATING = 0.005  # f above this at the end of training counts as oscillating (Nagel et al.)

@@ -57,15 +57,28 @@ def build_model(yaml_name: str, names: tuple[str, ...], hyp=None, task: str = "d
     return model
 
 
+def _read_ultralytics(path: Path):
+    """ultralytics' own loader in its restricted mode: `torch.load(weights_only=True)` with an allow-list of
+    ultralytics' and torch's model classes, so a file crafted to run code when unpickled is refused, not run."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ckpt, _ = torch_safe_load(str(path), safe_only=True)
+    except Exception as e:  # noqa: BLE001 - ultralytics raises TypeError, ModuleNotFoundError, UnpicklingError, ...
+        reason = str(e).replace("ERROR ❌️ ", "").strip().splitlines()[0][:160] if str(e) else type(e).__name__
+        raise UserError(f"model.weights={path} was refused by ultralytics' safe loader ({reason}): give an "
+                        "ultralytics .pt file (e.g. one saved by `yolo train`)") from None
+    return ckpt
+
+
 def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     """The float state dict inside an ultralytics checkpoint (EMA weights preferred, as ultralytics does)."""
     if not path.is_file():
         raise UserError(f"model.weights={path} does not exist: give the path of an ultralytics .pt checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        raise UserError(f"model.weights={path} is not a readable PyTorch checkpoint ({e.__class__.__name__}): "
-                        "give an ultralytics .pt file (e.g. one saved by `yolo train`)") from None
+    if path.suffix != ".pt":
+        raise UserError(f"model.weights={path} is not a .pt file: give an ultralytics .pt checkpoint")
+    ckpt = _read_ultralytics(path)
     module = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
     if isinstance(module, nn.Module):
         return {k: v.float() if v.is_floating_point() else v for k, v in module.state_dict().items()}

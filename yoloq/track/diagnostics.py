@@ -3,12 +3,12 @@ their data in diagnostics.json, and the images in the run log (W&B when enabled)
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from yoloq.track import plots
 from yoloq.track.grid import grid_summary
+from yoloq.atomic import write_json_atomic
 
 log = logging.getLogger("yoloq")
 
@@ -20,7 +20,7 @@ def write_qat_diagnostics(run_dir: Path, model, ema_model, osc_history, scale_hi
     if ema_model is not None:
         grids["EMA"] = grid_summary(ema_model, max_bits)
     data = {"grid": grids, "oscillations": osc_history.series(), "scales": scale_history.series()}
-    (Path(run_dir) / "diagnostics.json").write_text(json.dumps(data))
+    write_json_atomic(Path(run_dir) / "diagnostics.json", data, indent=None)
     figures = {"grid": plots.grid_distribution(grids),
                "oscillations": plots.oscillation_history(data["oscillations"], threshold),
                "scales": plots.scale_trajectories(data["scales"])}

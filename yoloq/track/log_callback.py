@@ -3,7 +3,7 @@ the mAP, the oscillation statistics and every quantizer's scale."""
 
 from __future__ import annotations
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.track.scale_history import scale_params
 
 

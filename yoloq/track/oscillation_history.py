@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from yoloq.engine.hooks import Callback
+from yoloq.callbacks import Callback
 from yoloq.methods.oscillation import TrackOscillations
 
 

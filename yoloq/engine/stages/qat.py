@@ -1,0 +1,73 @@
+"""The QAT stage: quantize and calibrate a copy of the FP model, then train it with the method's callbacks
+(oscillation tracking, dampening, freezing, EMA) and the recorders behind the diagnostics."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from yoloq.config import quant_config
+from yoloq.engine import distributed
+from yoloq.engine.report import StageResult
+from yoloq.engine.rng import seed_everything
+from yoloq.engine.run import Run
+from yoloq.engine.trainer import Recipe
+from yoloq.factory import quantized_copy
+from yoloq.methods import build_callbacks
+from yoloq.methods.oscillation import TrackOscillations
+from yoloq.track.diagnostics import write_qat_diagnostics
+from yoloq.track.log_callback import LogMetrics
+from yoloq.track.oscillation_history import OscillationHistory
+from yoloq.track.run_log import RunLog
+from yoloq.track.scale_history import ScaleHistory
+
+log = logging.getLogger("yoloq")
+
+
+def qat_callbacks(cfg, run_log: RunLog) -> list:
+    """The method's callbacks, then the recorders (they see this step's trackers and EMA) and the metric log."""
+    callbacks = build_callbacks(cfg.method, quant_config(cfg).w_bits)
+    tracking = next(cb for cb in callbacks if isinstance(cb, TrackOscillations))
+    return callbacks + [OscillationHistory(tracking, cfg.logger.log_every), ScaleHistory(cfg.logger.scale_window),
+                        LogMetrics(run_log, "qat")]
+
+
+def qat_stage(run: Run, model, calib_batches):
+    cfg, run_dir = run.cfg, run.run_dir
+    run.check_stop()
+    seed_everything(cfg.seed)  # the same QAT randomness whether or not the FP stage ran in this process
+    qcfg = quant_config(cfg)
+    start = time.time()
+    model = quantized_copy(cfg, model.to(run.device), calib_batches)
+    calib_time = time.time() - start
+
+    done = run.folder.finished("qat")
+    if done is not None:
+        model.load_state_dict(done["model"])
+        return model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, done["metrics"], done["wall_time"],
+                                  str(run_dir / "qat.pt"), extra=done["extra"])
+
+    recipe = Recipe.from_cfg(cfg.trainer.qat)
+    trainer = run.trainer("qat", model, run.data.train_loader(cfg.seed), recipe, qat_callbacks(cfg, run.log))
+    metrics = trainer.fit()
+    oscillations = trainer.callback(TrackOscillations).stats()
+    extra = {k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}
+    wall_time = trainer.wall_time + calib_time
+
+    def write_outputs() -> None:
+        if cfg.logger.diagnostics:
+            ema_model = None if trainer.eval_model is trainer.model else trainer.eval_model
+            write_qat_diagnostics(run_dir, trainer.model, ema_model, trainer.callback(OscillationHistory),
+                                  trainer.callback(ScaleHistory), run.log, cfg.method.track.max_bits,
+                                  cfg.method.track.threshold)
+        run.folder.write_json("oscillations.json", oscillations)
+
+    distributed.from_main(write_outputs)
+    log.info("QAT: %.2f%% of the tracked weights oscillate (f > %g), %.2f%% frozen", oscillations["oscillating_pct"],
+             cfg.method.track.threshold, oscillations["frozen_pct"])
+    path = run.folder.save_final("qat", {"model": trainer.eval_model.state_dict(), "metrics": metrics,
+                                         "history": trainer.history, "callbacks": trainer.callback_states(),
+                                         "wall_time": wall_time, "extra": extra})
+    run.stage_done("qat", trainer)
+    return trainer.eval_model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, metrics, wall_time,
+                                           str(path), extra=extra)
