@@ -1,11 +1,7 @@
-"""Train, quantize and evaluate: `python scripts/train.py model=yolov5n bits=3` (Hydra overrides)."""
+"""Train, quantize and evaluate: `python scripts/train.py model=yolov5n bits=3` (Hydra overrides); the same as
+`yoloq train ...`. Needs yoloq installed (`pip install -e .` in a checkout)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from yoloq.cli import hydra_entry  # noqa: E402
+from yoloq.cli import hydra_entry
 
 if __name__ == "__main__":
     hydra_entry("train")

@@ -1,8 +1,9 @@
 """scripts/bench.py end to end at toy sizes: every section runs, the JSON holds what the table shows.
 (Timings are not asserted: the numbers are the benchmark's to report.)"""
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,10 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """What scripts/bench.py and `yoloq bench` run."""
+    from yoloq.bench import command
+
+    return command
 
 
 def test_step_and_op_sections(tmp_path, capsys):
@@ -133,3 +134,9 @@ def test_unknown_model_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --model=nosuch.yaml was not found") and "\n" not in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_the_script_and_the_console_command_reach_the_benchmark():
+    for cmd in ([sys.executable, str(SCRIPT)], ["yoloq", "bench"]):
+        proc = subprocess.run([*cmd, "--sections", "speed"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "--sections=speed names no section" in proc.stderr, proc.stderr

@@ -99,3 +99,22 @@ def test_a_run_refuses_a_crafted_file_in_its_folder_or_cache(tiny_cfg, tmp_path,
     with pytest.raises(UserError, match="not loaded") as e:
         train(cfg)
     assert "\n" not in str(e.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("content", ["plain_dict", "tensor", "torn"])
+def test_a_file_that_is_not_a_yoloq_checkpoint_gets_one_line(tiny_cfg, tmp_path, content):
+    from yoloq.eval.checkpoint_eval import evaluate_checkpoint
+
+    path = tmp_path / "other.pt"
+    if content == "plain_dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif content == "tensor":
+        torch.save(torch.zeros(3), path)
+    else:
+        path.write_bytes(b"PK\x03\x04 half a zip")
+    expected = {"plain_dict": "is not a yoloq checkpoint", "tensor": "holds a Tensor, not a yoloq checkpoint",
+                "torn": "cannot be read"}[content]
+    with pytest.raises(UserError, match=expected) as e:
+        evaluate_checkpoint(tiny_cfg(f"+checkpoint={path}"), tmp_path / "eval")
+    assert "\n" not in str(e.value) and "other.pt" in str(e.value)
+    assert not (tmp_path / "eval").exists()  # nothing written

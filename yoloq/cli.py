@@ -70,11 +70,14 @@ def hydra_entry(command: str) -> None:
         run_dir = HydraConfig.get().runtime.output_dir
         try:
             if command == "train":
-                from yoloq.engine.pipeline import train
+                from yoloq.config import validate
                 from yoloq.engine.resume import resumed_config
 
                 if resumes is not None and (resumes / "config.yaml").is_file():
                     cfg = resumed_config(resumes / "config.yaml", list(HydraConfig.get().overrides.task), cfg)
+                validate(cfg)  # bad input answered before the training code (ultralytics, ...) is imported
+                from yoloq.engine.pipeline import train
+
                 train(cfg, run_dir)
             else:
                 from yoloq.eval.checkpoint_eval import evaluate_checkpoint
@@ -91,3 +94,38 @@ def hydra_entry(command: str) -> None:
         main()
     finally:
         distributed.shutdown()
+
+
+USAGE = """usage: yoloq <command> [arguments]
+
+commands:
+  train    train, quantize and evaluate a model (Hydra overrides: yoloq train model=yolov5n bits=3)
+  eval     score a checkpoint with pycocotools (yoloq eval +checkpoint=runs/<run>/qat.pt)
+  compare  tabulate finished runs (yoloq compare runs/<sweep>/*)
+  bench    speed and memory of fake-quantized training (yoloq bench --sections step)
+
+`yoloq <command> --help` tells more."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `yoloq` console command: the scripts' entry points under one name, as ultralytics' `yolo` is."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command in ("train", "eval"):
+        sys.argv = [f"yoloq-{command}", *rest]
+        hydra_entry(command)
+    elif command == "compare":
+        from yoloq.report.command import main as compare
+
+        compare(rest)
+    elif command == "bench":
+        from yoloq.bench.command import main as bench
+
+        sys.exit(bench(rest))
+    else:
+        print(f"error: unknown command {command!r}: use one of train, eval, compare, bench (yoloq --help)",
+              file=sys.stderr)
+        sys.exit(2)

@@ -9,7 +9,7 @@ import torch
 from yoloq.errors import UserError
 from yoloq.quant import QuantConfig, QuantConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package: installs of any kind find it
 GROUPS = ("model", "data", "trainer", "method", "logger", "experiment")
 OPTIMIZERS = ("sgd", "adamw")
 WANDB_MODES = ("auto", "online", "offline", "disabled")

@@ -54,18 +54,19 @@ def test_offline_run_is_written_and_read_back(no_wandb_setup, tmp_path):
 
 
 def test_unreachable_server_falls_back_to_offline(no_wandb_setup, tmp_path):
-    """Online configured (a key), but the network is down: the run logs offline after init_timeout."""
+    """Online configured (a key), but the network is down: the run logs offline after init_timeout, and every
+    row logged right after the fallback is in the offline run (wandb's finish() could return before its writer
+    had flushed them, seen as 0 rows in 1 of 30 fallbacks; closing now waits for the W&B service to exit)."""
     no_wandb_setup.setenv("WANDB_API_KEY", KEY)
     no_wandb_setup.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         no_wandb_setup.setenv(var, "http://127.0.0.1:9")
     start = time.time()
     w = WandbLog(tmp_path, "yoloq", None, "grp", "run-b", [], {}, mode="auto", init_timeout=5)
-    w.log({"x": 1.0}, step=1)
+    for step in range(1, 21):
+        w.log({"x": float(step)}, step=step)
     w.close()
     assert w.mode == "offline"
     assert time.time() - start < 60
     history = read_offline_run(tmp_path)["history"]
-    if not history:  # known, open: seen in 2 of 8 runs at 77ac747 too; reported, not hidden (shows as xfail)
-        pytest.xfail("W&B sometimes drops the rows logged right after a failed online start")
-    assert history[0]["x"] == 1.0
+    assert [row["x"] for row in history] == [float(s) for s in range(1, 21)]

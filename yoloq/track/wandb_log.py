@@ -52,6 +52,7 @@ class WandbLog:
                 raise
             log.warning("W&B: could not start an online run (%s); logging offline instead", str(e).splitlines()[0])
             self.mode = "offline"
+            wandb.teardown()  # the failed online start's service and stream go first
             self.run = wandb.init(mode="offline", **kwargs)
         log.info("W&B: %s run %s in %s", self.mode, self.run.id, self.run.dir)
 
@@ -70,4 +71,7 @@ class WandbLog:
         self.run.log_artifact(art)
 
     def close(self) -> None:
+        """finish() can return before W&B's writer has flushed the last rows (seen after an offline fallback);
+        teardown() waits for the W&B service to exit, so every row logged is on disk when the run ends."""
         self.run.finish()
+        self.wandb.teardown()
