@@ -65,3 +65,42 @@ def test_mask_metric_of_seg_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
     assert header == "run,label,bits,seed,mAP50-95,mAP50,mask_mAP50-95,mask_mAP50"
+
+
+def test_paired_differences_against_lsq_with_intervals(tmp_path):
+    from yoloq.report.compare import paired_differences, paired_table
+
+    lsq = {0: 0.40, 1: 0.42, 2: 0.38}
+    for seed, v in lsq.items():
+        fake_run(tmp_path / f"lsq{seed}", "lsq", 3, seed, v)
+    for seed, d in {0: 0.020, 1: 0.021, 2: 0.019}.items():  # a consistent gain: the interval excludes 0
+        fake_run(tmp_path / f"ema{seed}", "ema_qc", 3, seed, lsq[seed] + d, lsq[seed] + 3 * d)
+    fake_run(tmp_path / "dampen0", "dampen", 3, 0, 0.41)  # one seed: no interval
+    fake_run(tmp_path / "dampen7", "dampen", 3, 7, 0.90)  # a seed LSQ did not run: not paired
+    rows = collect(sorted(tmp_path.iterdir()))
+    diffs = {d["method"]: d for d in paired_differences(rows)}
+    ema = diffs["ema"]
+    assert ema["n"] == 3 and ema["seeds"] == [0, 1, 2]
+    assert abs(ema["mean_diff"] - 0.020) < 1e-12
+    half = 4.302652729911275 * 0.001 / 3 ** 0.5  # t(0.975, 2) x sd / sqrt(n)
+    assert abs(ema["ci_high"] - ema["ci_low"] - 2 * half) < 1e-9
+    assert diffs["dampen"]["n"] == 1 and abs(diffs["dampen"]["mean_diff"] - 0.01) < 1e-12
+    table = paired_table(rows)
+    assert "| ema | **+2.0 [+1.8, +2.2]** (n=3) |" in table
+    assert "| ema+QC | **+6.0 [+5.3, +6.7]** (n=3) |" in table
+    assert "| dampen | +1.0 (n=1, no interval) |" in table
+    out = tmp_path / "report"
+    from yoloq.report.compare import write_report
+
+    write_report(rows, out)
+    assert "vs lsq, paired" in (out / "compare.md").read_text()
+
+
+def test_noisy_differences_are_not_called_real(tmp_path):
+    from yoloq.report.compare import paired_table
+
+    for seed, (a, b) in enumerate([(0.40, 0.42), (0.42, 0.43), (0.38, 0.37)]):
+        fake_run(tmp_path / f"lsq{seed}", "lsq", 4, seed, a)
+        fake_run(tmp_path / f"ema{seed}", "ema", 4, seed, b)
+    table = paired_table(collect(sorted(tmp_path.iterdir())))
+    assert "| ema | +0.7 [" in table and "**" not in table.split("\n\n")[0]

@@ -1,17 +1,26 @@
 """Collect finished runs (their results.json) into a paper-style table: rows are methods, columns bit
 widths, cells mAP@0.5:0.95 as mean ± std over seeds; also as CSV and a bar chart. A `_qc` run contributes
-two rows: its QAT stage under the base method's name and its folded QC stage as `<base>+QC`."""
+two rows: its QAT stage under the base method's name and its folded QC stage as `<base>+QC`.
+
+Below the table, each method against LSQ paired on the seeds both ran: the mean difference with its 95%
+confidence interval (Student's t over the per-seed differences) and the number of seeds, so a reader sees
+which gaps are larger than the seed-to-seed noise. Pairing removes what the seeds share (the data order, the
+calibration batches), which is most of the spread."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from scipy.stats import t as student_t
 
+from yoloq.atomic import write_text_atomic
 from yoloq.track.plots import method_comparison, save
 
 METRICS = ("mAP50-95", "mAP50", "mask_mAP50-95", "mask_mAP50")  # box, and mask for -seg runs
@@ -70,14 +79,71 @@ def markdown_table(rows: list[dict], metric: str = "mAP50-95") -> str:
     return "\n".join(lines) + note
 
 
+def _by_seed(rows: list[dict], metric: str) -> dict:
+    """{(label, bits): {seed: value}}; two runs of one cell and seed (e.g. on two FP models) are averaged."""
+    values = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if metric in r and r["label"] != "FP":
+            values[(r["label"], r["bits"])][r["seed"]].append(r[metric])
+    return {cell: {seed: statistics.fmean(v) for seed, v in seeds.items()} for cell, seeds in values.items()}
+
+
+def paired_differences(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> list[dict]:
+    """Each method minus the baseline at the same bit width, over the seeds both ran: n, the mean difference
+    and its 95% confidence interval (t with n - 1 degrees of freedom; none for one seed)."""
+    by_seed = _by_seed(rows, metric)
+    _, labels, bits, _ = grid(rows, metric)
+    out = []
+    for b in bits:
+        base = by_seed.get((baseline, b))
+        for m in labels:
+            if m == baseline or not base or (m, b) not in by_seed:
+                continue
+            seeds = sorted(set(by_seed[(m, b)]) & set(base))
+            if not seeds:
+                continue
+            diffs = [by_seed[(m, b)][s] - base[s] for s in seeds]
+            mean, n = statistics.fmean(diffs), len(diffs)
+            half = student_t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else float("nan")
+            out.append({"method": m, "baseline": baseline, "bits": b, "n": n, "seeds": seeds, "mean_diff": mean,
+                        "ci_low": mean - half, "ci_high": mean + half})
+    return out
+
+
+def _diff_cell(d: dict) -> str:
+    if d["n"] < 2:
+        return f"{100 * d['mean_diff']:+.1f} (n=1, no interval)"
+    real = "**" if d["ci_low"] > 0 or d["ci_high"] < 0 else ""  # the interval excludes 0
+    return f"{real}{100 * d['mean_diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]{real} (n={d['n']})"
+
+
+def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> str:
+    """Methods x bits: the paired difference to the baseline, or '' where there is nothing to pair."""
+    diffs = paired_differences(rows, metric, baseline)
+    if not diffs:
+        return ""
+    bits = list(dict.fromkeys(d["bits"] for d in diffs))
+    methods = list(dict.fromkeys(d["method"] for d in diffs))
+    cell = {(d["method"], d["bits"]): _diff_cell(d) for d in diffs}
+    lines = [f"| vs {baseline}, paired | {' | '.join(bits)} |", "|---|" + "---|" * len(bits)]
+    lines += [f"| {m} | " + " | ".join(cell.get((m, b), "") for b in bits) + " |" for m in methods]
+    note = (f"\n\n{metric} x 100: mean of the per-seed differences to {baseline} on the seeds both ran, [95% "
+            "confidence interval, Student's t], n seeds; in bold where the interval excludes 0")
+    return "\n".join(lines) + note
+
+
 def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
     """compare.md (the table), compare.csv (one row per run and stage) and compare.png (the bar chart)."""
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, metric)
-    (out / "compare.md").write_text(table + "\n")
-    with open(out / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask
-        writer.writeheader()
-        writer.writerows(rows)
+    paired = paired_table(rows, metric)
+    if paired:
+        table += "\n\n" + paired
+    write_text_atomic(out / "compare.md", table + "\n")
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out / "compare.csv", buffer.getvalue())
     save(method_comparison(*grid(rows, metric), metric=metric), out / "compare.png")
     return table
