@@ -103,6 +103,7 @@ commands:
   eval     score a checkpoint with pycocotools (yoloq eval +checkpoint=runs/<run>/qat.pt)
   compare  tabulate finished runs (yoloq compare runs/<sweep>/*)
   bench    speed and memory of fake-quantized training (yoloq bench --sections step)
+  wandb-report  the method comparison as a W&B report (yoloq wandb-report --project yoloq --group <group>)
 
 `yoloq <command> --help` tells more."""
 
@@ -125,7 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         from yoloq.bench.command import main as bench
 
         sys.exit(bench(rest))
+    elif command == "wandb-report":
+        from yoloq.report.wandb_report import main as wandb_report
+
+        sys.exit(wandb_report(rest))
     else:
-        print(f"error: unknown command {command!r}: use one of train, eval, compare, bench (yoloq --help)",
+        print(f"error: unknown command {command!r}: use one of train, eval, compare, bench, wandb-report (yoloq --help)",
               file=sys.stderr)
         sys.exit(2)
