@@ -64,8 +64,17 @@ def _validate_method(m) -> None:
     for part in ("ema", "dampen", "freeze", "qc"):
         if not isinstance(m[part].enabled, bool):
             raise UserError(f"method.{part}.enabled={m[part].enabled} must be true or false")
-    if not 0 < m.ema.decay < 1:
-        raise UserError(f"method.ema.decay={m.ema.decay} must be in (0, 1), e.g. 0.9999")
+    decay, tau = m.ema.get("decay"), m.ema.get("tau")
+    if decay is not None and not 0 < decay < 1:
+        raise UserError(f"method.ema.decay={decay} must be in (0, 1), e.g. 0.9999, or null to derive it from "
+                        "method.ema.horizon")
+    if tau is not None and not tau > 0:
+        raise UserError(f"method.ema.tau={tau} must be positive (optimizer steps), or null to derive it from "
+                        "method.ema.ramp")
+    for key in ("horizon", "ramp"):
+        if not 0 < m.ema[key] <= 1:
+            raise UserError(f"method.ema.{key}={m.ema[key]} must be a share of the stage's steps in (0, 1], "
+                            "e.g. 0.054")
     if not 0 < m.track.momentum <= 1:
         raise UserError(f"method.track.momentum={m.track.momentum} must be in (0, 1], e.g. 0.01")
     if "4" not in {str(k) for k in m.freeze.threshold_final}:

@@ -85,3 +85,36 @@ def test_checkpoint_round_trip_keeps_tracker_freezing_ema_and_qc_state(tmp_path)
     assert qc and all(torch.equal(v, net.state_dict()[k]) for k, v in qc.items())
     assert {type(cb).__name__ for cb in restored.callbacks} == {"TrackOscillations", "IterativeFreezing",
                                                                   "EMACallback"}
+
+
+def test_the_ema_horizon_is_relative_to_the_stage():
+    from yoloq.methods.ema import PAPER_STEPS, relative_horizon
+    from tests.conftest import compose_config
+
+    m = compose_config(["method=ema"]).method.ema
+    assert m.decay is None and m.tau is None  # derived by default
+    decay, tau = relative_horizon(PAPER_STEPS, m.horizon, m.ramp)
+    assert abs(decay - 0.9999) < 2e-7 and abs(tau - 2000) < 2  # the paper's values at the paper's schedule
+    for steps in (500, 5_000, 2 * PAPER_STEPS):  # the same window relative to the stage, whatever its length
+        d, t = relative_horizon(steps, m.horizon, m.ramp)
+        assert abs(1 / (1 - d) / steps - m.horizon) < 1e-9 and abs(t / steps - m.ramp) < 1e-12
+    d, t = relative_horizon(500, m.horizon, m.ramp)
+    assert 0.96 < d < 0.965 and 5 < t < 6  # the default QAT stage's 500 steps
+
+
+def test_fixed_decay_and_tau_are_kept_and_derived_ones_follow_the_trainer():
+    import math
+
+    from tests.engine.test_trainer import fake_batches, no_eval
+    from yoloq.engine.trainer import Recipe, Trainer
+    from yoloq.methods.ema import EMACallback
+    from yoloq.models.build import build_model
+
+    # 3 epochs of 2 batches: 6 steps; shares 0.5 and 0.25 give a 3-step window (decay 2/3) and tau 1.5
+    for cb, (decay, tau) in ((EMACallback(0.99, 100.0), (0.99, 100.0)), (EMACallback(None, None, 0.5, 0.25), (2 / 3, 1.5))):
+        trainer = Trainer("t", build_model("yolov5n.yaml", ("a",)), fake_batches(2), no_eval, Recipe(epochs=3),
+                          torch.device("cpu"), [cb], progress=False)
+        assert trainer.total_steps == 6
+        cb.on_stage_start(trainer)
+        assert abs(cb.ema.decay(1e12) - decay) < 1e-12  # ultralytics' ramp: decay * (1 - exp(-t / tau))
+        assert abs(cb.ema.decay(tau) / decay - (1 - math.exp(-1))) < 1e-12

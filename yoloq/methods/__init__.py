@@ -27,5 +27,5 @@ def build_callbacks(method_cfg, w_bits: int) -> list[Callback]:
         callbacks.append(IterativeFreezing(tracking, m.freeze.threshold_start,
                                            freeze_threshold_final(m.freeze, w_bits), m.freeze.begin))
     if m.ema.enabled:
-        callbacks.append(EMACallback(m.ema.decay, m.ema.tau))
+        callbacks.append(EMACallback(m.ema.get("decay"), m.ema.get("tau"), m.ema.horizon, m.ema.ramp))
     return callbacks
