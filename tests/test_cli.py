@@ -37,6 +37,7 @@ def assert_one_line_error(proc, *words):
     (["data=coco", "data.root=/no/such/coco"], ["/no/such/coco", "does not exist"]),
     (["model.weights=/no/such.pt"], ["/no/such.pt", "does not exist"]),
     (["trainer.qat.optimizer=lion"], ["trainer.qat.optimizer=lion", "sgd, adamw"]),
+    (["method.ema.horizon=0"], ["method.ema.horizon=0", "share of the stage's steps in (0, 1]"]),
     (["method=adaround"], ["unknown method 'adaround'", "ema_qc", "dampen"]),
     (["eval.soft_round=0.7"], ["eval.soft_round=0.7", "(0, 0.5)"]),
     (["trainer.qc.fraction=0"], ["trainer.qc.fraction=0", "(0, 1]"]),
