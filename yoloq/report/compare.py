@@ -18,7 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from scipy.stats import t as student_t
 
 from yoloq.atomic import write_text_atomic
 from yoloq.track.plots import method_comparison, save
@@ -91,6 +90,8 @@ def _by_seed(rows: list[dict], metric: str) -> dict:
 def paired_differences(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> list[dict]:
     """Each method minus the baseline at the same bit width, over the seeds both ran: n, the mean difference
     and its 95% confidence interval (t with n - 1 degrees of freedom; none for one seed)."""
+    from scipy.stats import t as student_t  # here: the multirun callback imports this module in every run
+
     by_seed = _by_seed(rows, metric)
     _, labels, bits, _ = grid(rows, metric)
     out = []
