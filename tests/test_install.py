@@ -10,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # about 35 s (a wheel build, a venv, a tiny run): a packaging check, `python -m pytest -m slow`
 def test_a_non_editable_install_runs_train_and_eval(tmp_path):
     import shutil
 
