@@ -22,22 +22,25 @@ def _holder(fd: int) -> str:
     return "another process"
 
 
-_HELD: dict[Path, "FileLock"] = {}  # this process's locks: taking one again is a no-op, not a self-deadlock
+_HELD: dict[Path, "FileLock"] = {}  # this process's locks: taking one again counts up, not a self-deadlock
 
 
 class FileLock:
     """An exclusive lock on `path`: `acquire(wait=False)` refuses at once with one line naming the holder;
     `acquire(wait=True)` logs whom it waits for, then blocks until the holder is done. A process that already
-    holds the lock (e.g. the command line took it before Hydra wrote into the folder) gets it again; the
-    first holder's release() gives it up."""
+    holds the lock (e.g. the command line took it before Hydra wrote into the folder) gets the same lock back,
+    counted: the file is unlocked when every acquire has been released (or the process ends)."""
 
     def __init__(self, path: str | Path, what: str):
         self.path, self.what = Path(path).absolute(), what
         self.fd: int | None = None
+        self.count = 0
 
     def acquire(self, wait: bool, refusal: str = "") -> "FileLock":
-        if self.path in _HELD:
-            return _HELD[self.path] if _HELD[self.path] is not self else self
+        held = _HELD.get(self.path)
+        if held is not None:
+            held.count += 1
+            return held
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -51,12 +54,15 @@ class FileLock:
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
+        self.fd, self.count = fd, 1
         _HELD[self.path] = self
         return self
 
     def release(self) -> None:
         if self.fd is None:
+            return
+        self.count -= 1
+        if self.count > 0:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)

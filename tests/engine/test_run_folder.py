@@ -123,3 +123,23 @@ def test_two_runs_on_an_empty_cache_train_the_fp_model_once(tmp_path):
 
 def test_env_is_offline():
     assert env()["WANDB_MODE"] == "disabled"
+
+
+def test_a_lock_taken_twice_in_one_process_holds_until_both_are_released(tmp_path):
+    from yoloq.locks import FileLock
+
+    path = tmp_path / "x.lock"
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError:\n    print('held')")
+
+    def seen_by_another_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True).stdout.strip()
+
+    outer = FileLock(path, "x").acquire(wait=False)
+    inner = FileLock(path, "x").acquire(wait=False)  # e.g. train() after the command line took the run folder
+    assert inner is outer
+    inner.release()
+    assert seen_by_another_process() == "held"
+    outer.release()
+    assert seen_by_another_process() == "free"
