@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from yoloq.atomic import write_json_atomic, write_text_atomic
+from yoloq.atomic import write_json_atomic
 from yoloq.checkpoint import load_checkpoint, save_atomic
 from yoloq.engine import distributed
 from yoloq.engine.resume import STATE_FORMAT, STATE_VERSION, check_identity, has_progress, run_identity, state_path
@@ -54,9 +54,6 @@ class RunFolder:
 
     def write_json(self, name: str, obj) -> Path:
         return write_json_atomic(self.path / name, obj)
-
-    def write_text(self, name: str, text: str) -> Path:
-        return write_text_atomic(self.path / name, text)
 
     def _provenance(self) -> dict:
         """What every checkpoint of the run carries: whose it is, and where the log stood."""
