@@ -15,7 +15,6 @@ Every ratio is taken inside this one process, from interleaved repeats.
 """
 
 import argparse
-import os
 import platform
 import sys
 import time
