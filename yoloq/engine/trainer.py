@@ -358,7 +358,8 @@ class Trainer:
             if distributed.any_rank(self.stop.requested)[0]:  # e.g. a signal during the evaluation
                 self._stop_now(save=False)
         self.epoch = r.epochs
-        self._check_replicas()
+        if self.ddp is not None:  # one process has nothing to compare (hashing a large model costs seconds)
+            self._check_replicas()
         if self.threads is not None and self.threads.changes:
             log.info("%s: the CPU thread count changed %d times while other work competed for the cores", self.name,
                      self.threads.changes)
