@@ -16,6 +16,7 @@ TINY = [
     "data.max_object=64", "data.max_objects=4", "trainer.batch=8", "trainer.workers=0", "trainer.fp.epochs=1",
     "trainer.qat.epochs=1", "quant.calib_batches=1", "progress=false",
     "trainer.adapt_threads=false",  # a thread count that follows the machine's load changes float reductions
+    "export.onnx=false",  # tests/export and the end-to-end test in tests/engine/test_pipeline.py cover it
 ]
 
 

@@ -96,8 +96,21 @@ def test_contention_section_starts_and_stops_its_busy_process(tmp_path, capsys, 
     assert "beside a busy process" in capsys.readouterr().out
 
 
+def test_export_section(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YOLOQ_FAKE_QUANT_KERNEL", "eager")
+    out = tmp_path / "export.json"
+    argv = ["--sections", "export", "--device", "cpu", "--batch", "2", "--imgsz", "64", "--repeats", "2",
+            "--warmup", "0", "--out", str(out)]
+    assert _bench().main(argv) == 0
+    e = json.loads(out.read_text())["export"]
+    assert e["export_s"] > 0 and e["onnx_mb"] > 0.5 and e["onnx_within_2lsb"] >= 0.999
+    assert set(e["images_per_s"]) == {"pytorch_fp", "pytorch_fake_quant", "pytorch_deploy", "onnxruntime"}
+    assert all(v > 0 for v in e["images_per_s"].values())
+    assert "ONNX export" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--sections", "speed"], "--sections=speed names no section or an unknown one: use a subset of step,op,stages,epoch,contention"),
+    (["--sections", "speed"], "--sections=speed names no section or an unknown one: use a subset of step,op,stages,epoch,contention,export"),
     (["--epoch-fraction", "0"], "--epoch-fraction=0.0 is out of range"),
     (["--epoch-repeats", "0"], "--epoch-repeats must be positive"),
     (["--stage-fraction", "2"], "--stage-fraction=2.0 is out of range"),

@@ -48,6 +48,7 @@ def assert_one_line_error(proc, *words):
     (["logger.log_every=0"], ["logger.log_every=0", "positive"]),
     (["model.task=segment"], ["model.task=segment does not fit yolov5n.yaml", "yolov5n-seg"]),
     (["model=yolov5n-seg", "model.task=pose"], ["model.task=pose is unknown"]),
+    (["export.opset=11"], ["export.opset=11", "13"]),
 ])
 def test_bad_input_is_one_line(tmp_path, args, words):
     assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)
@@ -63,3 +64,18 @@ def test_incompatible_weights(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"definitely not a checkpoint")
     proc = run_train(f"model.weights={tmp_path / 'w.pt'}", tmp_path=tmp_path)
     assert_one_line_error(proc, "refused by ultralytics' safe loader")
+
+
+def run_script(script, *args, tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / script), f"cache_dir={tmp_path / 'cache'}",
+           f"run_dir={tmp_path / 'out'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_export_and_onnx_eval_of_bad_files(tmp_path):
+    (tmp_path / "damaged.onnx").write_bytes(b"\x08\x07 not an onnx model at all")
+    assert_one_line_error(run_script("eval.py", f"+onnx={tmp_path / 'damaged.onnx'}", tmp_path=tmp_path),
+                          "damaged.onnx", "damaged or not an ONNX file")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_script("export.py", f"+checkpoint={tmp_path / 'bad.pt'}", tmp_path=tmp_path),
+                          "bad.pt", "not a yoloq checkpoint")

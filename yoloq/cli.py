@@ -54,8 +54,8 @@ def _prepare_train(args: list[str]) -> tuple[list[str], Path | None]:
 
 
 def hydra_entry(command: str) -> None:
-    if command == "eval" and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
-        sys.argv.append("run_dir=runs/eval-${now:%Y%m%d-%H%M%S}")  # not named like a training run
+    if command in ("eval", "export") and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
+        sys.argv.append(f"run_dir=runs/{command}-${{now:%Y%m%d-%H%M%S}}")  # not named like a training run
     resumes = None  # the run folder that resume= continues
     try:
         check_group_overrides(sys.argv[1:])
@@ -79,6 +79,12 @@ def hydra_entry(command: str) -> None:
                 from yoloq.engine.pipeline import train
 
                 train(cfg, run_dir)
+            elif command == "export":
+                from yoloq.config import validate_export
+                from yoloq.export.command import export_checkpoint
+
+                validate_export(cfg.export)
+                export_checkpoint(cfg, run_dir)
             else:
                 from yoloq.eval.checkpoint_eval import evaluate_checkpoint
 
@@ -100,7 +106,8 @@ USAGE = """usage: yoloq <command> [arguments]
 
 commands:
   train    train, quantize and evaluate a model (Hydra overrides: yoloq train model=yolov5n bits=3)
-  eval     score a checkpoint with pycocotools (yoloq eval +checkpoint=runs/<run>/qat.pt)
+  eval     score a checkpoint with pycocotools (yoloq eval +checkpoint=runs/<run>/qat.pt, or +onnx=model.onnx)
+  export   a quantized checkpoint as ONNX QDQ (yoloq export +checkpoint=runs/<run>/folded.pt)
   compare  tabulate finished runs (yoloq compare runs/<sweep>/*)
   bench    speed and memory of fake-quantized training (yoloq bench --sections step)
   wandb-report  the method comparison as a W&B report (yoloq wandb-report --project yoloq --group <group>)
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
-    if command in ("train", "eval"):
+    if command in ("train", "eval", "export"):
         sys.argv = [f"yoloq-{command}", *rest]
         hydra_entry(command)
     elif command == "compare":
@@ -131,6 +138,6 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(wandb_report(rest))
     else:
-        print(f"error: unknown command {command!r}: use one of train, eval, compare, bench, wandb-report (yoloq --help)",
+        print(f"error: unknown command {command!r}: use one of train, eval, export, compare, bench, wandb-report (yoloq --help)",
               file=sys.stderr)
         sys.exit(2)

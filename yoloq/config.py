@@ -90,6 +90,15 @@ def _validate_logger(lg) -> None:
         raise UserError(f"logger.wandb.mode={lg.wandb.mode} is unknown: use one of {', '.join(WANDB_MODES)}")
 
 
+def validate_export(e) -> None:
+    for key in ("onnx", "int4", "tensorrt"):
+        if not isinstance(e.get(key, False), bool):
+            raise UserError(f"export.{key}={e[key]} must be true or false")
+    if isinstance(e.opset, bool) or not isinstance(e.opset, int) or not 13 <= e.opset <= 20:
+        raise UserError(f"export.opset={e.opset} is out of range: use an integer from 13 (per-channel QDQ) to 20 "
+                        "(export.int4=true writes opset 21 itself)")
+
+
 def validate(cfg) -> None:
     """Raise UserError for the first mistake found in a composed config."""
     for key in ("bits", "w_bits", "a_bits"):
@@ -116,6 +125,7 @@ def validate(cfg) -> None:
             raise UserError(f"trainer.{stage}.optimizer={t[stage].optimizer} is unknown: use one of "
                             f"{', '.join(OPTIMIZERS)}")
     _validate_method(cfg.method)
+    validate_export(cfg.export)
     qc = t.qc
     if not 0 < qc.fraction <= 1:
         raise UserError(f"trainer.qc.fraction={qc.fraction} must be in (0, 1], e.g. 0.25")

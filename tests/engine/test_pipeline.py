@@ -2,32 +2,49 @@ import json
 
 import torch
 
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 from yoloq.engine.pipeline import train
+from yoloq.eval.checkpoint_eval import evaluate_checkpoint
+from yoloq.export.command import export_checkpoint
 from yoloq.eval.coco_eval import finite
 from yoloq.quant import QuantConv2d
 
 
 def test_tiny_end_to_end_run_and_fp_cache(tiny_cfg, tmp_path, capsys):
-    cfg = tiny_cfg("bits=3", "method=lsq")
+    cfg = tiny_cfg("bits=3", "method=lsq", "export.onnx=true")
     results = train(cfg)
 
     run = tmp_path / "run"
     rows = json.loads((run / "results.json").read_text())
-    assert [r["stage"] for r in rows] == ["fp", "qat"]
+    assert [r["stage"] for r in rows] == ["fp", "qat", "onnx"]
+    # the run ends with its ONNX export, checked against the deploy form and scored by onnxruntime
+    onnx_row = rows[2]
+    assert onnx_row["checkpoint"] == str(run / "model.onnx") and (run / "model.json").is_file()
+    assert onnx_row["extra"]["onnx_within_2lsb"] >= 0.999 and "deploy_mAP50-95" in onnx_row["extra"]
+    assert set(onnx_row["metrics"]) >= {"mAP50-95", "mAP50"}
+    check = json.loads((run / "onnx_check.json").read_text())
+    assert set(check["parts"]) == {"boxes", "scores"} and check["onnx_mAP50-95"] == onnx_row["metrics"]["mAP50-95"]
     assert rows[1]["bits"] == "W3A3" and rows[1]["method"] == "lsq"
     for r in rows:
         assert set(r["metrics"]) >= {"mAP50-95", "mAP50", "AR100"} and r["wall_time_s"] > 0
     assert (run / "config.yaml").is_file() and (run / "train.log").is_file() and (run / "fp.pt").is_file()
     table = capsys.readouterr().out
-    assert "stage" in table and "W3A3" in table and "FP32" in table
+    assert "stage" in table and "W3A3" in table and "FP32" in table and "onnx" in table
+
+    # the same export from the command's code path, and the ONNX model scored like a checkpoint
+    exported = export_checkpoint(compose_config([f"+checkpoint={run / 'qat.pt'}", f"cache_dir={tmp_path / 'cache'}"]),
+                                 tmp_path / "export")
+    assert exported["check"]["onnx_within_2lsb"] >= 0.999 and (tmp_path / "export" / "model.onnx").is_file()
+    scored = evaluate_checkpoint(compose_config(TINY + [f"+onnx={tmp_path / 'export' / 'model.onnx'}",
+                                                        f"cache_dir={tmp_path / 'cache'}"]), tmp_path / "eval")
+    assert scored["pycocotools"]["mAP50-95"] == onnx_row["metrics"]["mAP50-95"]
 
     qat = torch.load(run / "qat.pt", weights_only=True)
     assert any(k.endswith("weight_quantizer.scale") for k in qat["model"])
     fp_ckpt = results[0].checkpoint
 
     # a second run with other bits starts from the identical cached FP model
-    again = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run2'}"))
+    again = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run2'}"))  # (ema_qc, no export)
     assert again[0].cached and again[0].checkpoint == fp_ckpt
     assert finite(again[0].metrics) == finite(results[0].metrics)
     assert again[1].bits == "W4A4"

@@ -9,6 +9,8 @@ Sections (--sections, default all):
           overrides after `--`, e.g. `-- trainer.batch=8`)
   epoch   one FP and one QAT epoch (default method, every per-step callback, the configured loader and
           workers) on the embedded dataset, alternating, --epoch-repeats times each; their ratio
+  export  export time of yolov5n (--imgsz, --bits) to ONNX QDQ, and inference images/s of the ONNX graph in
+          onnxruntime (CPU) next to PyTorch float, fake-quantized and deploy form on the same --batch images
   contention  FP and QAT steps (as in `step`, per-tensor) beside one competing busy process that the
           benchmark starts and stops, each against its own time alone; adapting and fixed CPU threads
 Every ratio is taken inside this one process, from interleaved repeats.
@@ -25,7 +27,7 @@ import torch
 from yoloq.atomic import write_json_atomic
 from yoloq.bench.report import goals_table, print_table
 
-SECTIONS = ("step", "op", "stages", "epoch", "contention")
+SECTIONS = ("step", "op", "stages", "epoch", "contention", "export")
 
 
 def parse_args(argv):
@@ -105,6 +107,10 @@ def main(argv=None) -> int:
         result["op"] = {mode: bench_fake_quant_op(args.op_numel, args.bits, device, args.repeats, args.warmup,
                                                   per_channel=mode == "per_channel", dtype=dtype)
                         for mode in ("per_tensor", "per_channel")}
+    if "export" in sections:
+        from yoloq.bench.export import bench_export
+
+        result["export"] = bench_export(args.model, args.batch, args.imgsz, args.bits, args.repeats, args.warmup)
     if "contention" in sections:
         from yoloq.bench.contention import bench_contention
 

@@ -10,6 +10,7 @@ GOAL_PEAK_RATIO = 1.25
 GOAL_EPOCH_RATIO = 1.2
 GOAL_SLOWDOWN = 2.0  # beside one busy process, each of FP and QAT
 GOAL_SLOWDOWN_RATIO = 1.25  # QAT's slowdown over FP's
+GOAL_EXPORT_S = 30.0  # issue 17: yolov5n exported on this CPU
 
 
 def _fmt(value, unit: str = "") -> str:
@@ -84,6 +85,15 @@ def goals_table(result: dict) -> list[tuple[str, str, str, str]]:
                     r[f"{name}_slowdown"] <= GOAL_SLOWDOWN if goal else None, "x")
             row("  QAT slowdown / FP slowdown", r["qat_over_fp_slowdown"], f"<= {GOAL_SLOWDOWN_RATIO}" if goal else "",
                 r["qat_over_fp_slowdown"] <= GOAL_SLOWDOWN_RATIO if goal else None, "x")
+    export = result.get("export")
+    if export:
+        tag = f"{export['model']} {export['imgsz']}px W{export['bits']}A{export['bits']}"
+        row(f"ONNX export ({tag}, {export['onnx_mb']:.2g} MiB)", export["export_s"], f"<= {GOAL_EXPORT_S:g}",
+            export["export_s"] <= GOAL_EXPORT_S, " s")
+        for name, ips in export["images_per_s"].items():
+            row(f"  inference, {name.replace('_', ' ')} (batch {export['batch']})", ips, unit=" img/s")
+        row("  onnxruntime within 2 LSB of the deploy form", 100 * export["onnx_within_2lsb"], ">= 99.9",
+            export["onnx_within_2lsb"] >= 0.999, "%")
     return rows
 
 

@@ -1,5 +1,5 @@
 """The stages of one run in order: data -> FP model (cached) -> quantize + calibrate -> QAT (the method's
-callbacks) -> [soft-rounding evaluation] -> [QC -> folded into BN] -> results.
+callbacks) -> [soft-rounding evaluation] -> [QC -> folded into BN] -> [ONNX export, checked] -> results.
 
 `train(cfg)` is a plain function, so tests call it with a composed config; scripts/train.py is only the Hydra
 entry point around it. Under torchrun every rank runs this pipeline; rank 0 alone reads and writes files and
@@ -25,6 +25,7 @@ from yoloq.engine.resume import has_progress, resume_target
 from yoloq.engine.rng import seed_everything
 from yoloq.engine.run import Run
 from yoloq.engine.run_folder import RunFolder, check_fresh, lock_run_folder
+from yoloq.engine.stages.export import export_stage
 from yoloq.engine.stages.fp import fp_stage
 from yoloq.engine.stages.qat import qat_stage
 from yoloq.engine.stages.qc import qc_stage
@@ -94,8 +95,13 @@ def _train(cfg, run_dir: Path, resuming: bool) -> list[StageResult]:
             results = [fp_result, qat_result]
             if cfg.eval.soft_round is not None:
                 results.append(soft_round_stage(run, qat_model, qat_result))
+            final_model, final_result = qat_model, qat_result
             if cfg.method.qc.enabled:
-                results += qc_stage(run, qat_model, calib, qat_result)
+                qc_results, final_model = qc_stage(run, qat_model, calib, qat_result)
+                results += qc_results
+                final_result = qc_results[-1]
+            if cfg.export.onnx:
+                results.append(distributed.from_main(lambda: export_stage(run, final_model, calib[0], final_result)))
             distributed.from_main(lambda: _finish(cfg, run, results))
         finally:
             run_log.close()

@@ -57,7 +57,8 @@ class RunFolder:
 
     def _provenance(self) -> dict:
         """What every checkpoint of the run carries: whose it is, and where the log stood."""
-        return {"identity": self.identity, "config": self.config(), "log_step": self.log.step,
+        return {"identity": self.identity, "config": self.config(), "names": list(self.names),
+                "log_step": self.log.step,
                 "log_records": self.log.records}
 
     def save_final(self, name: str, payload: dict) -> Path:

@@ -1,4 +1,5 @@
-"""`scripts/eval.py +checkpoint=PATH`: rebuild the model a checkpoint was saved from and score it."""
+"""`scripts/eval.py +checkpoint=PATH`: rebuild the model a checkpoint was saved from and score it; `+onnx=PATH`:
+score an exported model with onnxruntime."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def model_from_checkpoint(ckpt: dict, saved_cfg, names: tuple[str, ...], hyp):
     return model
 
 
-def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
+def read_run_checkpoint(cfg) -> tuple[Path, dict, object]:
+    """(path, checkpoint, its saved config) of `+checkpoint=`, or one line saying what is wrong."""
     path = cfg.get("checkpoint")
     if not path:
         raise UserError("no checkpoint given: add +checkpoint=runs/<run>/qat.pt (or an FP cache file)")
@@ -44,7 +46,18 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise UserError(f"{path} is not a yoloq checkpoint (no config and model state): give a .pt written by "
                         "scripts/train.py")
-    saved = OmegaConf.create(ckpt["config"])
+    return path, ckpt, OmegaConf.create(ckpt["config"])
+
+
+def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
+    """`+checkpoint=` a yoloq checkpoint, or `+onnx=` a model exported by scripts/export.py (run by onnxruntime)."""
+    if cfg.get("onnx"):
+        from yoloq.export.onnx_model import OnnxModel, read_metadata
+
+        path = Path(str(cfg.onnx)).expanduser()
+        saved = OmegaConf.create(read_metadata(path)["config"])
+    else:
+        path, ckpt, saved = read_run_checkpoint(cfg)
     # the model, data and quantization the checkpoint was trained with; device/cache/eval from the command line
     cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
     if cfg.eval.get("ultralytics_check") and model_task(cfg) != "detect":
@@ -52,7 +65,10 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
                         "detection models: leave it out for -seg models")
     device = resolve_device(str(cfg.device))
     data = build_data(cfg, device)
-    model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)
+    if cfg.get("onnx"):
+        model = OnnxModel(path, device)
+    else:
+        model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)
     metrics = {"pycocotools": finite(data.evaluator(model))}
     if cfg.eval.get("ultralytics_check"):
         from yoloq.eval.ultralytics_check import ultralytics_metrics

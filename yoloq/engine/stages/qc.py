@@ -38,7 +38,8 @@ def qc_recipe(cfg) -> Recipe:
                   warmup_epochs=0, eval_every=r.epochs)
 
 
-def qc_stage(run: Run, model, calib_batches, source: StageResult) -> list[StageResult]:
+def qc_stage(run: Run, model, calib_batches, source: StageResult):
+    """([qc result, folded result], the folded model: None on ranks other than 0)."""
     cfg, run_dir = run.cfg, run.run_dir
     run.check_stop()
     seed_everything(cfg.seed)
@@ -58,12 +59,18 @@ def qc_stage(run: Run, model, calib_batches, source: StageResult) -> list[StageR
         run.stage_done("qc", trainer)
     qc_result = StageResult("qc", source.method, source.w_bits, source.a_bits, metrics, wall_time,
                             str(run_dir / "qc.pt"))
-    folded_result = distributed.from_main(lambda: fold_and_check(run, model, calib_batches[0], source))
-    return [qc_result, folded_result]
+    kept = {}  # the folded model stays on rank 0: only the result is broadcast
+
+    def fold() -> StageResult:
+        result, kept["folded"] = fold_and_check(run, model, calib_batches[0], source)
+        return result
+
+    return [qc_result, distributed.from_main(fold)], kept.get("folded")
 
 
-def fold_and_check(run: Run, model, imgs, source: StageResult) -> StageResult:
-    """Fold the corrections into BN; compare the folded and integer deploy forms with the QC model."""
+def fold_and_check(run: Run, model, imgs, source: StageResult):
+    """Fold the corrections into BN; compare the folded and integer deploy forms with the QC model. Returns the
+    folded stage's result and the folded model."""
     start = time.time()
     folded = copy.deepcopy(model).eval()
     n = fold_corrections(folded)
@@ -76,11 +83,12 @@ def fold_and_check(run: Run, model, imgs, source: StageResult) -> StageResult:
     # a flip in one low-bit activation cascades through later layers, so judge the deploy form by its mAP too
     deploy_map = run.data.evaluator(deploy)["mAP50-95"]
     log.info("QC: mAP50-95 folded %.4f, integer deploy form %.4f", folded_metrics["mAP50-95"], deploy_map)
-    path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": run.folder.config()},
+    path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": run.folder.config(),
+                        "names": list(run.data.info.names)},
                        run.run_dir / "folded.pt")
     extra = {"fold_max_diff": fold_max, "fold_mean_diff": fold_mean, "deploy_max_diff": deploy_max,
              "deploy_mean_diff": deploy_mean, "deploy_mAP50-95": deploy_map}
     run.log.log("folded", {**folded_metrics, **extra})
     return StageResult("folded", source.method, source.w_bits, source.a_bits, folded_metrics, time.time() - start,
-                       str(path), extra=extra)
+                       str(path), extra=extra), folded
 

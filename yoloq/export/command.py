@@ -1,0 +1,64 @@
+"""`scripts/export.py +checkpoint=runs/<run>/folded.pt` (or `yoloq export ...`): the checkpoint's model as
+model.onnx + model.json in the export's folder, checked against the PyTorch deploy form on a batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from yoloq.atomic import write_json_atomic
+from yoloq.errors import UserError
+from yoloq.eval.checkpoint_eval import model_from_checkpoint, read_run_checkpoint
+from yoloq.export.onnx_export import ExportOptions, deploy_form, export_onnx
+from yoloq.export.onnx_model import OnnxModel
+from yoloq.export.output_check import compare_outputs
+from yoloq.models.build import hyperparameters
+
+log = logging.getLogger("yoloq")
+CHECK_IMAGES = 4
+
+
+def grid_images(n: int, imgsz: int, seed: int = 0) -> torch.Tensor:
+    """Noise images on the 8-bit grid (k/255), as the model sees real ones: a check that needs no dataset."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, imgsz, imgsz), generator=g).float() / 255
+
+
+def class_names(cfg, ckpt: dict) -> tuple[str, ...]:
+    """The checkpoint's class names (recorded since the export existed), else the dataset's."""
+    if ckpt.get("names"):
+        return tuple(ckpt["names"])
+    from yoloq.factory import build_data
+
+    return tuple(build_data(cfg, torch.device("cpu")).info.names)
+
+
+def export_checkpoint(cfg, run_dir: str | Path) -> dict:
+    path, ckpt, saved = read_run_checkpoint(cfg)
+    if not any("quantizer" in k for k in ckpt["model"]):
+        raise UserError(f"{path} holds a float model: export takes a quantized run's checkpoint "
+                        "(runs/<run>/folded.pt, or qat.pt)")
+    cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
+    options = ExportOptions.from_cfg(cfg.export)
+    names = class_names(cfg, ckpt)
+    task = str(saved.model.get("task", "detect"))
+    imgsz = int(saved.data.imgsz)
+    model = model_from_checkpoint(ckpt, saved, names, hyperparameters(imgsz=imgsz, task=task)).eval()
+    start = time.time()
+    config = {k: OmegaConf.to_container(saved[k], resolve=True) for k in ("model", "data", "quant")}
+    meta = export_onnx(model, run_dir, imgsz=imgsz, names=names, task=task, options=options, config=config)
+    seconds = time.time() - start
+    report = {"checkpoint": str(path), "onnx": str(Path(run_dir) / "model.onnx"), "export_s": seconds,
+              "opset": meta["opset"]}
+    if not options.nms:  # with NMS appended the output is a different thing from the deploy form's
+        check = compare_outputs(deploy_form(model), OnnxModel(Path(run_dir) / "model.onnx"),
+                                grid_images(CHECK_IMAGES, imgsz), len(names))
+        report["check"] = check
+    write_json_atomic(Path(run_dir) / "export.json", report)
+    print(json.dumps(report, indent=2))
+    return report
