@@ -25,7 +25,8 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 missing=$("$py" -c "
 import importlib.util as u
-print(' '.join(m for m in ('ultralytics', 'hydra', 'omegaconf', 'pycocotools', 'albumentations', 'cv2') if u.find_spec(m) is None))")
+print(' '.join(m for m in ('ultralytics', 'hydra', 'omegaconf', 'pycocotools', 'albumentations', 'cv2', 'onnx',
+                            'onnxruntime') if u.find_spec(m) is None))")
 [ -z "$missing" ] || { echo "error: missing Python packages: $missing; pip install -e . or carry wheels in .whl/ (scripts/gpu_wheels.sh)"; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1 || true
 

@@ -21,7 +21,8 @@ done
 # Left out: polars (50 MB; ultralytics' CSV and plots, which yoloq does not use) and wandb (logger=wandb only).
 python -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" --implementation cp \
   "${platforms[@]}" -d .whl $(pinned ultralytics ultralytics-thop hydra-core omegaconf pycocotools albumentations \
-  albucore simsimd stringzilla pydantic pydantic-core annotated-types typing-inspection)
+  albucore simsimd stringzilla pydantic pydantic-core annotated-types typing-inspection \
+  onnx onnxruntime protobuf flatbuffers coloredlogs humanfriendly ml_dtypes)  # the export stage (CPU onnxruntime)
 # omegaconf's parser runtime is published as source only: build its (pure-Python) wheel here.
 python -m pip wheel -q --no-deps -w .whl "$(pinned antlr4-python3-runtime)"
 du -sh .whl
