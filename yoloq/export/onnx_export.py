@@ -118,16 +118,16 @@ def _int4_weights(proto, names: set[str]) -> None:
 
     inits = {t.name: t for t in proto.graph.initializer}
     for node in proto.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in names:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in names or node.input[0] not in inits:
             continue
         values = numpy_helper.to_array(inits[node.input[0]])
         inits[node.input[0]].CopyFrom(onnx.helper.make_tensor(node.input[0], onnx.TensorProto.INT4, values.shape,
                                                               values.flatten().tolist()))
         zero = f"{node.input[0]}_zero_point"
-        n = len(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)) if node.input[1] in inits else 1
-        shape = [n] if any(a.name == "axis" for a in node.attribute) else []
-        proto.graph.initializer.append(onnx.helper.make_tensor(zero, onnx.TensorProto.INT4, shape, [0] * max(n, 1)
-                                                               if shape else [0]))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)  # per-channel: one zero per channel
+        shape = [] if axis is None else [values.shape[axis]]
+        proto.graph.initializer.append(onnx.helper.make_tensor(zero, onnx.TensorProto.INT4, shape,
+                                                               [0] * (shape[0] if shape else 1)))
         node.input[2] = zero
     for op in proto.opset_import:
         if op.domain in ("", "ai.onnx"):
