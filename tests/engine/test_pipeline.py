@@ -35,6 +35,14 @@ def test_tiny_end_to_end_run_and_fp_cache(tiny_cfg, tmp_path, capsys):
     exported = export_checkpoint(compose_config([f"+checkpoint={run / 'qat.pt'}", f"cache_dir={tmp_path / 'cache'}"]),
                                  tmp_path / "export")
     assert exported["check"]["onnx_within_2lsb"] >= 0.999 and (tmp_path / "export" / "model.onnx").is_file()
+    assert exported["check"]["images"] == "16 training images"  # trainer.batch: the default config's 16
+    # a checkpoint whose dataset is not on this machine is checked on noise images (its class names are recorded)
+    moved = torch.load(run / "qat.pt", weights_only=True)
+    moved["config"]["data"] = {**moved["config"]["data"], "name": "coco", "root": str(tmp_path / "no-coco")}
+    torch.save(moved, tmp_path / "moved.pt")
+    exported = export_checkpoint(compose_config([f"+checkpoint={tmp_path / 'moved.pt'}",
+                                                 f"cache_dir={tmp_path / 'cache'}"]), tmp_path / "export-moved")
+    assert exported["check"]["images"] == "4 noise images" and exported["check"]["onnx_within_2lsb"] >= 0.999
     scored = evaluate_checkpoint(compose_config(TINY + [f"+onnx={tmp_path / 'export' / 'model.onnx'}",
                                                         f"cache_dir={tmp_path / 'cache'}"]), tmp_path / "eval")
     assert scored["pycocotools"]["mAP50-95"] == onnx_row["metrics"]["mAP50-95"]

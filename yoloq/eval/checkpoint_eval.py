@@ -49,6 +49,14 @@ def read_run_checkpoint(cfg) -> tuple[Path, dict, object]:
     return path, ckpt, OmegaConf.create(ckpt["config"])
 
 
+def with_saved_settings(cfg, saved):
+    """cfg with the model, data and quantization a checkpoint (or exported model) was trained with; keys it lacks
+    keep their defaults, and a dataset of another kind (COCO under the default shapes) replaces the default's."""
+    cfg = OmegaConf.merge(cfg)  # a copy
+    OmegaConf.set_struct(cfg, False)
+    return OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
+
+
 def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
     """`+checkpoint=` a yoloq checkpoint, or `+onnx=` a model exported by scripts/export.py (run by onnxruntime)."""
     if cfg.get("onnx"):
@@ -58,8 +66,7 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
         saved = OmegaConf.create(read_metadata(path)["config"])
     else:
         path, ckpt, saved = read_run_checkpoint(cfg)
-    # the model, data and quantization the checkpoint was trained with; device/cache/eval from the command line
-    cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
+    cfg = with_saved_settings(cfg, saved)  # device, cache and eval settings stay the command line's
     if cfg.eval.get("ultralytics_check") and model_task(cfg) != "detect":
         raise UserError("eval.ultralytics_check compares box mAP with ultralytics' DetectionValidator, for "
                         "detection models: leave it out for -seg models")
@@ -68,7 +75,12 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
     if cfg.get("onnx"):
         model = OnnxModel(path, device)
     else:
-        model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)
+        model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp)
+        if cfg.eval.get("deploy"):
+            from yoloq.export.onnx_export import deploy_form
+
+            model = deploy_form(model)
+        model = model.to(device)
     metrics = {"pycocotools": finite(data.evaluator(model))}
     if cfg.eval.get("ultralytics_check"):
         from yoloq.eval.ultralytics_check import ultralytics_metrics

@@ -1,5 +1,6 @@
 """`scripts/export.py +checkpoint=runs/<run>/folded.pt` (or `yoloq export ...`): the checkpoint's model as
-model.onnx + model.json in the export's folder, checked against the PyTorch deploy form on a batch."""
+model.onnx + model.json in the export's folder, checked against the PyTorch deploy form on a batch of the
+checkpoint's training images (noise images on the 8-bit grid where that dataset is not on this machine)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 
 from yoloq.atomic import write_json_atomic
 from yoloq.errors import UserError
-from yoloq.eval.checkpoint_eval import model_from_checkpoint, read_run_checkpoint
+from yoloq.eval.checkpoint_eval import model_from_checkpoint, read_run_checkpoint, with_saved_settings
 from yoloq.export.onnx_export import ExportOptions, deploy_form, export_onnx
 from yoloq.export.onnx_model import OnnxModel
 from yoloq.export.output_check import compare_outputs
@@ -29,13 +30,17 @@ def grid_images(n: int, imgsz: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, imgsz, imgsz), generator=g).float() / 255
 
 
-def class_names(cfg, ckpt: dict) -> tuple[str, ...]:
-    """The checkpoint's class names (recorded since the export existed), else the dataset's."""
-    if ckpt.get("names"):
-        return tuple(ckpt["names"])
-    from yoloq.factory import build_data
+def dataset_images(cfg):
+    """(class names, the first training batch without augmentation, as the run's own check uses), or None where
+    the checkpoint's dataset is not on this machine."""
+    from yoloq.factory import build_data, calibration_batches
 
-    return tuple(build_data(cfg, torch.device("cpu")).info.names)
+    try:
+        data = build_data(cfg, torch.device("cpu"))
+    except UserError as e:
+        log.warning("the checkpoint's dataset is not available (%s): checking the export on noise images", e)
+        return None
+    return tuple(data.info.names), calibration_batches(cfg, data, torch.device("cpu"))[0]
 
 
 def export_checkpoint(cfg, run_dir: str | Path) -> dict:
@@ -43,9 +48,15 @@ def export_checkpoint(cfg, run_dir: str | Path) -> dict:
     if not any("quantizer" in k for k in ckpt["model"]):
         raise UserError(f"{path} holds a float model: export takes a quantized run's checkpoint "
                         "(runs/<run>/folded.pt, or qat.pt)")
-    cfg = OmegaConf.merge(cfg, {"model": saved.model, "data": saved.data, "quant": saved.quant})
+    cfg = with_saved_settings(cfg, saved)
     options = ExportOptions.from_cfg(cfg.export)
-    names = class_names(cfg, ckpt)
+    found = dataset_images(cfg)
+    names = tuple(ckpt["names"]) if ckpt.get("names") else found[0] if found else None
+    if names is None:
+        raise UserError(f"{path} does not record its class names and its dataset is not here: export it where the "
+                        "dataset is (data.root=...), or re-save it with this yoloq version")
+    images, source = (found[1], "training images") if found else (grid_images(CHECK_IMAGES, int(saved.data.imgsz)),
+                                                                  "noise images")
     task = str(saved.model.get("task", "detect"))
     imgsz = int(saved.data.imgsz)
     model = model_from_checkpoint(ckpt, saved, names, hyperparameters(imgsz=imgsz, task=task)).eval()
@@ -56,9 +67,8 @@ def export_checkpoint(cfg, run_dir: str | Path) -> dict:
     report = {"checkpoint": str(path), "onnx": str(Path(run_dir) / "model.onnx"), "export_s": seconds,
               "opset": meta["opset"]}
     if not options.nms:  # with NMS appended the output is a different thing from the deploy form's
-        check = compare_outputs(deploy_form(model), OnnxModel(Path(run_dir) / "model.onnx"),
-                                grid_images(CHECK_IMAGES, imgsz), len(names))
-        report["check"] = check
+        check = compare_outputs(deploy_form(model), OnnxModel(Path(run_dir) / "model.onnx"), images, len(names))
+        report["check"] = {**check, "images": f"{len(images)} {source}"}
     write_json_atomic(Path(run_dir) / "export.json", report)
     print(json.dumps(report, indent=2))
     return report
