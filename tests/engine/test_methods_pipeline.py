@@ -26,11 +26,11 @@ def run(cache, tmp_path, *overrides):
 @pytest.mark.parametrize("method, extra", [(m, []) for m in METHODS] + [
     ("dampen", ["quant.per_channel=true"]), ("freeze_qc", ["quant.per_channel=true"]),
     ("ema_qc", ["quant.per_channel=true", "method.qc.per_channel=false"]),
-    # every method family on the v7 and the seg model
-    ("ema_qc", ["model=yolov7-tiny"]), ("freeze", ["model=yolov7-tiny"]), ("dampen_qc", ["model=yolov7-tiny"]),
-    ("lsq_qc", ["model=yolov7-tiny"]),
-    ("ema_qc", ["model=yolov5n-seg"]), ("dampen", ["model=yolov5n-seg"]), ("freeze_qc", ["model=yolov5n-seg"]),
-    ("lsq", ["model=yolov5n-seg"]),
+    # every method family on the v7 and the seg model (EMA+QC in the default run, the others with -m slow)
+    ("ema_qc", ["model=yolov7-tiny"]), ("ema_qc", ["model=yolov5n-seg"]),
+    *(pytest.param(m, [f"model={model}"], marks=pytest.mark.slow)
+      for m, model in (("freeze", "yolov7-tiny"), ("dampen_qc", "yolov7-tiny"), ("lsq_qc", "yolov7-tiny"),
+                       ("dampen", "yolov5n-seg"), ("freeze_qc", "yolov5n-seg"), ("lsq", "yolov5n-seg"))),
 ])
 def test_method_runs_end_to_end(cache, tmp_path, method, extra):
     cfg, results = run(cache, tmp_path, f"method={method}", "bits=3", *extra)
