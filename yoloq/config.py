@@ -91,7 +91,7 @@ def _validate_logger(lg) -> None:
 
 
 def validate_export(e) -> None:
-    for key in ("onnx", "int4", "tensorrt"):
+    for key in ("onnx", "int4", "tensorrt", "layer_check"):
         if not isinstance(e.get(key, False), bool):
             raise UserError(f"export.{key}={e[key]} must be true or false")
     if isinstance(e.opset, bool) or not isinstance(e.opset, int) or not 13 <= e.opset <= 20:

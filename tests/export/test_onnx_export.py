@@ -148,6 +148,23 @@ def test_export_runs_in_onnxruntime_within_2_lsb(case, tmp_path):
         assert set(check["parts"]) == {"boxes", "scores", "mask_coefficients", "prototypes"}
 
 
+def test_layer_check_finds_no_flip_where_the_graph_is_the_deploy_form(tmp_path):
+    from yoloq.export.layer_check import layer_flips
+
+    model = quantized_model("detect", 4, True, asymmetric=True)
+    export(model, tmp_path)
+    flips = layer_flips(deploy_form(model), tmp_path / "model.onnx", grid_images(2, IMGSZ))
+    assert len(flips) > 50 and flips["model.0.conv"]["bits"] == 8 and flips["model.2.cv1.conv"]["bits"] == 4
+    assert all(f["max"] <= 1 for f in flips.values()) and max(f["differ"] for f in flips.values()) < 1e-3
+    # a graph whose scale is off by 10% shows up in the first layer it reaches
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    scale = next(t for t in proto.graph.initializer if t.name == "model.1.conv.act.scale")
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 1.1, scale.name))
+    onnx.save(proto, str(tmp_path / "off.onnx"))
+    flips = layer_flips(deploy_form(model), tmp_path / "off.onnx", grid_images(2, IMGSZ))
+    assert flips["model.0.conv"]["differ"] == 0 and flips["model.1.conv"]["differ"] > 0.05
+
+
 def test_int4_weights_at_opset_21(tmp_path):
     model = quantized_model("detect", 4, True)
     meta, proto = export(model, tmp_path, int4=True)

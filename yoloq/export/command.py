@@ -69,6 +69,14 @@ def export_checkpoint(cfg, run_dir: str | Path) -> dict:
     if not options.nms:  # with NMS appended the output is a different thing from the deploy form's
         check = compare_outputs(deploy_form(model), OnnxModel(Path(run_dir) / "model.onnx"), images, len(names))
         report["check"] = {**check, "images": f"{len(images)} {source}"}
+        if cfg.export.get("layer_check"):
+            from yoloq.export.layer_check import layer_flips
+
+            flips = layer_flips(deploy_form(model), Path(run_dir) / "model.onnx", images)
+            report["layer_check"] = flips
+            for name, f in flips.items():
+                log.info("%-28s a%d: %8.4f%% of input integers differ (max %d steps)", name, f["bits"],
+                         100 * f["differ"], f["max"])
     write_json_atomic(Path(run_dir) / "export.json", report)
     print(json.dumps(report, indent=2))
     return report
