@@ -55,10 +55,9 @@ def export_checkpoint(cfg, run_dir: str | Path) -> dict:
     if names is None:
         raise UserError(f"{path} does not record its class names and its dataset is not here: export it where the "
                         "dataset is (data.root=...), or re-save it with this yoloq version")
-    images, source = (found[1], "training images") if found else (grid_images(CHECK_IMAGES, int(saved.data.imgsz)),
-                                                                  "noise images")
     task = str(saved.model.get("task", "detect"))
     imgsz = int(saved.data.imgsz)
+    images, source = (found[1], "training images") if found else (grid_images(CHECK_IMAGES, imgsz), "noise images")
     model = model_from_checkpoint(ckpt, saved, names, hyperparameters(imgsz=imgsz, task=task)).eval()
     start = time.time()
     config = {k: OmegaConf.to_container(saved[k], resolve=True) for k in ("model", "data", "quant")}
@@ -67,12 +66,13 @@ def export_checkpoint(cfg, run_dir: str | Path) -> dict:
     report = {"checkpoint": str(path), "onnx": str(Path(run_dir) / "model.onnx"), "export_s": seconds,
               "opset": meta["opset"]}
     if not options.nms:  # with NMS appended the output is a different thing from the deploy form's
-        check = compare_outputs(deploy_form(model), OnnxModel(Path(run_dir) / "model.onnx"), images, len(names))
+        deploy = deploy_form(model)
+        check = compare_outputs(deploy, OnnxModel(Path(run_dir) / "model.onnx"), images, len(names))
         report["check"] = {**check, "images": f"{len(images)} {source}"}
         if cfg.export.get("layer_check"):
             from yoloq.export.layer_check import layer_flips
 
-            flips = layer_flips(deploy_form(model), Path(run_dir) / "model.onnx", images)
+            flips = layer_flips(deploy, Path(run_dir) / "model.onnx", images)
             report["layer_check"] = flips
             for name, f in flips.items():
                 log.info("%-28s a%d: %8.4f%% of input integers differ (max %d steps)", name, f["bits"],

@@ -31,9 +31,10 @@ def read_metadata(path: str | Path) -> dict:
                         f"file; {hint}") from None
     props = {p.key: p.value for p in proto.metadata_props}
     try:
-        meta = json.loads(props["yoloq"])
-        assert meta.get("format") == FORMAT
-    except (KeyError, ValueError, AssertionError):
+        meta = json.loads(props.get("yoloq", ""))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"ONNX model {path} was not exported by yoloq (no yoloq metadata): {hint}") from None
     if meta.get("yoloq_version") != yoloq.__version__:
         raise UserError(f"ONNX model {path} was exported by yoloq {meta.get('yoloq_version')}, this is yoloq "
