@@ -81,6 +81,39 @@ def test_quant_parameters_get_their_own_adam():
     assert any(not torch.equal(a, b) for a, b in zip(scales, quant_parameters(model)))  # scales do train
 
 
+class QuantLrRecorder(Recorder):
+    def on_step_end(self, t):
+        super().on_step_end(t)
+        self.calls.append(t.optimizers[1].param_groups[0]["lr"])
+
+
+def test_per_step_schedule_ends_at_lrf_and_quant_lr_follows():
+    """lr_per_step: the lr falls every step and the last step runs at lr0 * lrf (YOLOv5's per-epoch schedule
+    would stay at lr0 * 0.505 through the whole second epoch); quant_lr_decay: the scales' Adam follows."""
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(1, 3, 64, 64)])
+    rec = QuantLrRecorder()
+    recipe = Recipe(epochs=2, lr0=0.01, lrf=0.01, warmup_epochs=0, quant_lr=1e-3, lr_per_step=True,
+                    quant_lr_decay=True)
+    Trainer("t", model, fake_batches(), no_eval, recipe, torch.device("cpu"), [rec], progress=False).fit()
+    weights = [lr[1] for lr in rec.lrs]
+    quant = [c for c in rec.calls if isinstance(c, float)]
+    assert weights[0] == pytest.approx(0.01) and weights[-1] == pytest.approx(0.01 * 0.01)
+    assert all(a > b for a, b in zip(weights, weights[1:]))  # falls at every one of the 6 steps
+    assert quant == pytest.approx([w / 0.01 * 1e-3 for w in weights])  # the same factor on quant_lr
+
+
+def test_default_schedule_keeps_the_quant_lr_constant():
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(1, 3, 64, 64)])
+    rec = QuantLrRecorder()
+    Trainer("t", model, fake_batches(), no_eval, Recipe(epochs=2, warmup_epochs=0, quant_lr=1e-3),
+            torch.device("cpu"), [rec], progress=False).fit()
+    weights = [lr[1] for lr in rec.lrs]
+    assert weights == pytest.approx([0.01] * 3 + [0.01 * 0.505] * 3)  # YOLOv5: once per epoch
+    assert [c for c in rec.calls if isinstance(c, float)] == [1e-3] * 6
+
+
 class Poison(Callback):
     def extra_loss(self, t):
         return torch.tensor(math.nan) if t.step == 1 else None

@@ -48,6 +48,10 @@ class Recipe:
     warmup_momentum: float = 0.8
     close_mosaic: int = 0  # last N epochs without mosaic
     quant_lr: float = 1e-4  # Adam, for scales and offsets
+    # The schedule's granularity. YOLOv5 lowers the lr once per epoch, which at 100 epochs ends at ~2% of lr0 but
+    # at 4 epochs never goes below 26%: per step, every length ends annealed at lrf (the same curve at 100 epochs).
+    lr_per_step: bool = False
+    quant_lr_decay: bool = False  # the quantizers' Adam lr follows the same warm-up-free decay (LSQ anneals all)
     grad_clip: float = 10.0
     eval_every: int = 1  # epochs; the last epoch is always evaluated
 
@@ -186,17 +190,34 @@ class Trainer:
             for pg in opt.param_groups:
                 pg["lr"] = r.quant_lr
 
-    def _lr_factor(self, epoch: int) -> float:
-        """YOLOv5's linear schedule from 1 down to lrf over the stage."""
+    def _lr_factor(self, epoch: float) -> float:
+        """YOLOv5's linear schedule from 1 down to lrf over the stage (epoch may be fractional: per step)."""
         return (1 - epoch / max(self.recipe.epochs, 1)) * (1.0 - self.recipe.lrf) + self.recipe.lrf
 
-    def _warmup(self, ni: int, n_warm: int) -> None:
+    def _schedule_point(self, ni: int, nb: int) -> float:
+        """Where the schedule stands at global batch ni: the epoch (YOLOv5), or the exact progress with
+        lr_per_step, reaching lrf at the last step."""
+        if not self.recipe.lr_per_step:
+            return float(self.epoch)
+        return self.recipe.epochs * min(ni / max(nb * self.recipe.epochs - 1, 1), 1.0)
+
+    def _set_lrs(self, ni: int, nb: int) -> None:
+        """The decayed lr of every group at global batch ni (the warm-up overrides it in its first steps)."""
+        factor = self._lr_factor(self._schedule_point(ni, nb))
+        for pg in self.optimizer.param_groups:
+            pg["lr"] = pg["initial_lr"] * factor
+        if self.recipe.quant_lr_decay:
+            for opt in self.optimizers[1:]:
+                for pg in opt.param_groups:
+                    pg["lr"] = self.recipe.quant_lr * factor
+
+    def _warmup(self, ni: int, n_warm: int, nb: int) -> None:
         """Bias lr falls from warmup_bias_lr, other lrs rise from 0; momentum rises to its final value."""
         r = self.recipe
         if ni > n_warm:
             return
         for j, pg in enumerate(self.optimizer.param_groups):
-            target = pg["initial_lr"] * self._lr_factor(self.epoch)
+            target = pg["initial_lr"] * self._lr_factor(self._schedule_point(ni, nb))
             pg["lr"] = float(np.interp(ni, [0, n_warm], [r.warmup_bias_lr if j == 0 else 0.0, target]))
             if "momentum" in pg:  # SGD only; AdamW keeps its betas
                 pg["momentum"] = float(np.interp(ni, [0, n_warm], [r.warmup_momentum, r.momentum]))
@@ -330,14 +351,17 @@ class Trainer:
                 self.mosaic_closed = True
             if hasattr(self.loader, "set_epoch"):
                 self.loader.set_epoch(epoch, self.batch)
-            for pg in self.optimizer.param_groups:
-                pg["lr"] = pg["initial_lr"] * self._lr_factor(epoch)
+            per_step = r.lr_per_step or r.quant_lr_decay
+            if not per_step:
+                self._set_lrs(epoch * nb, nb)
             self.model.train()
             self._hook("on_epoch_start")
             bar = tqdm(self.loader, total=nb, initial=self.batch, desc=f"{self.name} {epoch + 1}/{r.epochs}",
                        unit="batch", disable=not self.progress)
             for i, batch in enumerate(bar, start=self.batch):
-                self._warmup(epoch * nb + i, n_warm)
+                if per_step:
+                    self._set_lrs(epoch * nb + i, nb)
+                self._warmup(epoch * nb + i, n_warm, nb)
                 self._train_step(batch)
                 if self.threads is not None:
                     self.threads.tick()
