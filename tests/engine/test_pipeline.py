@@ -57,6 +57,15 @@ def test_tiny_end_to_end_run_and_fp_cache(tiny_cfg, tmp_path, capsys):
     assert finite(again[0].metrics) == finite(results[0].metrics)
     assert again[1].bits == "W4A4"
 
+    # qat_from: a per-tensor QC on that run's QAT model, which is loaded, not trained again
+    qc_only = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run3'}", f"qat_from={tmp_path / 'run2'}",
+                             "method.qc.per_channel=false"))
+    assert [r.stage for r in qc_only] == ["fp", "qat", "qc", "folded"]
+    assert finite(qc_only[1].metrics) == finite(again[1].metrics) and qc_only[1].checkpoint == str(tmp_path / "run2" / "qat.pt")
+    assert not (tmp_path / "run3" / "qat.pt").exists() and (tmp_path / "run3" / "folded.pt").is_file()
+    per_channel, per_tensor = (torch.load(tmp_path / r / "folded.pt", weights_only=True)["model"] for r in ("run2", "run3"))
+    assert any(not torch.equal(per_channel[k], per_tensor[k]) for k in per_channel)  # another correction folded in
+
 
 def test_bits_apart_and_first_last_rule():
     cfg = compose_config(["w_bits=4", "a_bits=8"])

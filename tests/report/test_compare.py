@@ -104,3 +104,20 @@ def test_noisy_differences_are_not_called_real(tmp_path):
         fake_run(tmp_path / f"ema{seed}", "ema", 4, seed, b)
     table = paired_table(collect(sorted(tmp_path.iterdir())))
     assert "| ema | +0.7 [" in table and "**" not in table.split("\n\n")[0]
+
+
+def test_variants_soft_rows_and_borrowed_qat_models_are_labelled_and_counted_once(tmp_path):
+    """`*`, per-channel weights and QC variants get their own rows; soft rounding adds `<m> soft`; a qat_from run
+    adds only its QC row (its QAT model is the source's, already counted there)."""
+    fake_run(tmp_path / "src", "ema_qc", 4, 0, 0.50, 0.52)
+    rows = json.loads((tmp_path / "src" / "results.json").read_text())
+    rows.insert(2, {"stage": "qat-soft", "method": "ema_qc", "bits": "W4A4", "metrics": {"mAP50-95": 0.51}})
+    (tmp_path / "src" / "results.json").write_text(json.dumps(rows))
+    fake_run(tmp_path / "pt", "ema_qc", 4, 0, 0.50, 0.49)
+    (tmp_path / "pt" / "config.yaml").write_text(
+        f"seed: 0\nqat_from: {tmp_path / 'src'}\nmethod:\n  qc:\n    per_channel: false\n    shift: false\n")
+    fake_run(tmp_path / "star", "lsq", 4, 0, 0.40)
+    (tmp_path / "star" / "config.yaml").write_text("seed: 0\nquant:\n  first_last_bits: null\n  per_channel: true\n")
+    labels = [(r["label"], r["mAP50-95"]) for r in collect(sorted(tmp_path.iterdir())) if r["label"] != "FP"]
+    assert sorted(labels) == sorted([("ema+QC[per-tensor, scale only]", 0.49), ("ema", 0.50), ("ema soft", 0.51),
+                                     ("ema+QC", 0.52), ("lsq* pc-W", 0.40)])

@@ -1,6 +1,8 @@
 """Collect finished runs (their results.json) into a paper-style table: rows are methods, columns bit
 widths, cells mAP@0.5:0.95 as mean ± std over seeds; also as CSV and a bar chart. A `_qc` run contributes
-two rows: its QAT stage under the base method's name and its folded QC stage as `<base>+QC`.
+two rows: its QAT stage under the base method's name and its folded QC stage as `<base>+QC`; a run with
+`eval.soft_round` adds `<base> soft`. Layout and QC variants are labelled (`ema*`, `lsq pc-W`,
+`ema+QC[per-tensor]`), and a `qat_from` run contributes only its QC row (its QAT model is the source run's).
 
 Below the table, each method against LSQ paired on the seeds both ran: the mean difference with its 95%
 confidence interval (Student's t over the per-seed differences) and the number of seeds, so a reader sees
@@ -23,16 +25,35 @@ from yoloq.atomic import write_text_atomic
 from yoloq.track.plots import method_comparison, save
 
 METRICS = ("mAP50-95", "mAP50", "mask_mAP50-95", "mask_mAP50")  # box, and mask for -seg runs
-ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "ema+QC"]
+ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "ema+QC"]  # then the variants
+
+
+def _variant(cfg) -> str:
+    """What sets a run apart from the paper's default layout, appended to its method's label: `*` for first and
+    last layers at the run's bits too (paper Table 4), ` pc-W` for per-channel weight scales."""
+    quant = cfg.get("quant", {})
+    return ("*" if quant.get("first_last_bits", 8) is None else "") + (" pc-W" if quant.get("per_channel") else "")
+
+
+def _qc_variant(cfg) -> str:
+    """A QC other than per-channel scale + shift (paper Table 7), e.g. `+QC[per-tensor, scale only]`."""
+    qc = OmegaConf.select(cfg, "method.qc") or {}
+    parts = ([] if qc.get("per_channel", True) else ["per-tensor"]) + (
+        ["scale only"] if not qc.get("shift", True) else ["shift only"] if not qc.get("scale", True) else [])
+    return f"[{', '.join(parts)}]" if parts else ""
 
 
 def _rows_of_run(run: Path) -> list[dict]:
     results = json.loads((run / "results.json").read_text())
     cfg = OmegaConf.load(run / "config.yaml")
+    borrowed = bool(cfg.get("qat_from"))  # its QAT (and soft) rows are the source run's: counted there
     rows = []
     for r in results:
-        base = r["method"].removesuffix("_qc")
-        label = {"qat": base, "folded": f"{base}+QC", "fp": "FP"}.get(r["stage"])
+        base = r["method"].removesuffix("_qc") + _variant(cfg)
+        label = {"qat": base, "qat-soft": f"{base} soft", "folded": f"{base}+QC{_qc_variant(cfg)}",
+                 "fp": "FP"}.get(r["stage"])
+        if borrowed and r["stage"] in ("qat", "qat-soft"):
+            label = None
         if label is not None:
             metrics = {k: r["metrics"][k] for k in METRICS if r["metrics"].get(k) is not None}
             rows.append({"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed, **metrics})

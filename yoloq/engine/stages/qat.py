@@ -8,6 +8,7 @@ import time
 
 from yoloq.config import quant_config
 from yoloq.engine import distributed
+from yoloq.engine.qat_from import load_source
 from yoloq.engine.report import StageResult
 from yoloq.engine.rng import seed_everything
 from yoloq.engine.run import Run
@@ -41,11 +42,17 @@ def qat_stage(run: Run, model, calib_batches):
     model = quantized_copy(cfg, model.to(run.device), calib_batches)
     calib_time = time.time() - start
 
-    done = run.folder.finished("qat")
+    done, path = run.folder.finished("qat"), run_dir / "qat.pt"
+    if done is None:  # qat_from: another run's QAT model, checked against this run (rank 0 reads it)
+        source = distributed.from_main(lambda: load_source(cfg.get("qat_from"), run.folder.identity, cfg.seed))
+        if source is not None:
+            done, path = source
+            log.info("QAT: the model of %s (mAP50-95 %.4f), not trained here (qat_from)", path,
+                     done["metrics"]["mAP50-95"])
     if done is not None:
         model.load_state_dict(done["model"])
         return model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, done["metrics"], done["wall_time"],
-                                  str(run_dir / "qat.pt"), extra=done["extra"])
+                                  str(path), extra=done["extra"])
 
     recipe = Recipe.from_cfg(cfg.trainer.qat)
     trainer = run.trainer("qat", model, run.data.train_loader(cfg.seed), recipe, qat_callbacks(cfg, run.log))
