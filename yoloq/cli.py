@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from yoloq.config import CONF_DIR, check_group_overrides
 from yoloq.engine import distributed
@@ -53,6 +54,23 @@ def _prepare_train(args: list[str]) -> tuple[list[str], Path | None]:
     return extra, target
 
 
+def _rerun_of_sweep(cfg, run_dir: Path) -> bool:
+    """The same multirun again (e.g. after a stop): a finished run is skipped (True), an unfinished one continues
+    from its checkpoints (resume), so a long grid completes by repeating its command."""
+    from omegaconf import open_dict
+
+    from yoloq.engine.resume import has_progress
+
+    if (run_dir / "results.json").is_file():
+        print(f"{run_dir}: finished before (results.json): skipped", flush=True)
+        return True
+    if has_progress(run_dir):
+        print(f"{run_dir}: unfinished: continuing it", flush=True)
+        with open_dict(cfg):
+            cfg.resume = True
+    return False
+
+
 def hydra_entry(command: str) -> None:
     if command in ("eval", "export") and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
         sys.argv.append(f"run_dir=runs/{command}-${{now:%Y%m%d-%H%M%S}}")  # not named like a training run
@@ -75,6 +93,8 @@ def hydra_entry(command: str) -> None:
 
                 if resumes is not None and (resumes / "config.yaml").is_file():
                     cfg = resumed_config(resumes / "config.yaml", list(HydraConfig.get().overrides.task), cfg)
+                if HydraConfig.get().mode == RunMode.MULTIRUN and _rerun_of_sweep(cfg, Path(run_dir)):
+                    return
                 validate(cfg)  # bad input answered before the training code (ultralytics, ...) is imported
                 from yoloq.engine.pipeline import train
 

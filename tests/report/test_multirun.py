@@ -57,3 +57,12 @@ def test_multirun_compares_methods_without_network(tmp_path):
     assert {(r["label"], float(r["mAP50-95"])) for r in rows if r["label"] != "FP"} == set(expected.items())
     with Image.open(sweep / "compare.png") as im:
         assert im.format == "PNG"
+
+    # the same multirun again (as after a stop): the finished run is skipped, the unfinished one continues
+    (runs[1] / "results.json").unlink()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=offline_env(tmp_path))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    out = again.stdout + again.stderr
+    assert f"{runs[0]}: finished before (results.json): skipped" in out
+    assert f"{runs[1]}: unfinished: continuing it" in out and "qat: finished before, loaded" in out
+    assert json.loads((runs[1] / "results.json").read_text())[1]["metrics"]["mAP50-95"] == expected["ema"]
