@@ -10,7 +10,7 @@ from yoloq.errors import UserError
 from yoloq.quant import QuantConfig, QuantConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package: installs of any kind find it
-GROUPS = ("model", "data", "trainer", "method", "logger", "experiment")
+GROUPS = ("model", "data", "trainer", "method", "logger", "experiment", "qc_variant")
 OPTIMIZERS = ("sgd", "adamw")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -104,6 +104,9 @@ def validate(cfg) -> None:
     for key in ("bits", "w_bits", "a_bits"):
         _bits(cfg, key)
     quant_config(cfg)
+    from yoloq.mixed.plan import read_plan
+
+    read_plan(cfg.quant.get("layer_bits"))  # the file and its bit widths; the layer names once the model is built
     task = cfg.model.get("task", "detect")
     if task not in ("detect", "segment"):
         raise UserError(f"model.task={task} is unknown: use detect or segment (a -seg model)")

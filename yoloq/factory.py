@@ -17,6 +17,7 @@ from yoloq.data.prepare import DatasetInfo, prepare_dataset
 from yoloq.engine import distributed
 from yoloq.eval.coco_eval import CocoEvaluator
 from yoloq.locks import waiting_lock
+from yoloq.mixed.plan import checked_plan
 from yoloq.models.build import build_model, high_precision_layers, hyperparameters
 from yoloq.quant import quantize_model
 
@@ -76,6 +77,8 @@ def quantized_copy(cfg, model, calib_batches) -> torch.nn.Module:
     """A copy of the FP model with quantized convs, scales calibrated on rank 0's batches (then broadcast, so
     every rank starts QAT from the same quantizers)."""
     model = copy.deepcopy(model)
-    quantize_model(model, quant_config(cfg), calib_batches, high_precision=high_precision_layers(model))
+    high = high_precision_layers(model)
+    quantize_model(model, quant_config(cfg), calib_batches, high_precision=high,
+                   layer_bits=checked_plan(cfg, model, high))
     distributed.broadcast_state(model)
     return model

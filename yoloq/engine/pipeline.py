@@ -13,7 +13,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from yoloq.atomic import write_text_atomic
 from yoloq.config import resolve_device, validate
@@ -32,6 +32,7 @@ from yoloq.engine.stages.qc import qc_stage
 from yoloq.engine.stages.soft_round import soft_round_stage
 from yoloq.errors import UserError
 from yoloq.factory import build_data, calibration_batches
+from yoloq.mixed.plan import as_layers, read_plan
 from yoloq.track.run_log import NullRunLog, RunLog
 
 log = logging.getLogger("yoloq")
@@ -69,6 +70,10 @@ def train(cfg, run_dir: str | Path | None = None) -> list[StageResult]:
 
 def _train(cfg, run_dir: Path, resuming: bool) -> list[StageResult]:
     _setup_logging(run_dir)
+    plan = read_plan(cfg.quant.get("layer_bits"))
+    if plan is not None:  # the mapping itself goes into config.yaml and the checkpoints, not the file's path
+        with open_dict(cfg):
+            cfg.quant.layer_bits = {"layers": as_layers(plan)}
     if distributed.is_main():  # a resumed run keeps the run's config.yaml and records its own next to it
         name = "config-resumed.yaml" if resuming else "config.yaml"
         write_text_atomic(run_dir / name, OmegaConf.to_yaml(cfg, resolve=True))

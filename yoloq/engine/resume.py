@@ -9,19 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from yoloq.errors import UserError
+from yoloq.mixed.plan import plan_digest, read_plan
 
 STATE_FORMAT = "yoloq-stage-state"
 STATE_VERSION = 2  # 2: compact oscillation state (6 bytes a weight), derived previous integers
 IDENTITY_HINT = {"model": "model", "task": "model", "w_bits": "w_bits", "a_bits": "a_bits",
                  "per_channel": "quant.per_channel", "first_last_bits": "quant.first_last_bits",
-                 "method": "method", "classes": "data"}
+                 "method": "method", "classes": "data", "layer_bits": "quant.layer_bits"}
 
 
 def run_identity(cfg, names) -> dict:
     """What a checkpoint must agree on to be continued by this configuration."""
     return {"model": str(cfg.model.name), "task": str(cfg.model.get("task", "detect")), "w_bits": int(cfg.w_bits),
             "a_bits": int(cfg.a_bits), "per_channel": bool(cfg.quant.per_channel),
-            "first_last_bits": cfg.quant.first_last_bits, "method": str(cfg.method.name), "classes": len(names)}
+            "first_last_bits": cfg.quant.first_last_bits, "method": str(cfg.method.name), "classes": len(names),
+            "layer_bits": plan_digest(read_plan(cfg.quant.get("layer_bits")))}
 
 
 def check_identity(found: dict | None, expected: dict, path: Path) -> None:

@@ -15,6 +15,7 @@ from yoloq.checkpoint import load_checkpoint
 from yoloq.errors import UserError
 from yoloq.factory import build_data, model_task
 from yoloq.eval.coco_eval import finite
+from yoloq.mixed.plan import read_plan
 from yoloq.models.build import build_model, high_precision_layers
 from yoloq.quant import quantize_model
 from yoloq.quant.correction import match_state
@@ -26,7 +27,8 @@ def model_from_checkpoint(ckpt: dict, saved_cfg, names: tuple[str, ...], hyp):
     """The float or quantized model whose state the checkpoint holds (scales come from the state dict)."""
     model = build_model(saved_cfg.model.yaml, names, hyp, str(saved_cfg.model.get("task", "detect")))
     if any("quantizer" in k for k in ckpt["model"]):
-        quantize_model(model, quant_config(saved_cfg), None, high_precision_layers(model))
+        high = high_precision_layers(model)
+        quantize_model(model, quant_config(saved_cfg), None, high, layer_bits=read_plan(saved_cfg.quant.get("layer_bits")))
         match_state(model, ckpt["model"])  # QC corrections, scales made per-channel by folding
     try:
         model.load_state_dict(ckpt["model"])

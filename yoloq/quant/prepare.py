@@ -2,7 +2,7 @@
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -29,6 +29,16 @@ def _quantizable_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
     }
 
 
+def quantizable_convs(model: nn.Module) -> dict[str, nn.Module]:
+    """The convs a bit width applies to, by name: those quantize_model would quantize in a float model, the
+    quantized ones in a quantized model (frozen or not)."""
+    return {
+        name: m
+        for name, m in model.named_modules(remove_duplicate=False)
+        if (type(m) in QUANTIZED and m.weight.requires_grad) or type(m) in QUANTIZED.values()
+    }
+
+
 def _swap(model: nn.Module, replacements: dict[int, nn.Module]) -> nn.Module:
     """Replaces modules (keyed by id) wherever they are registered; shared modules stay shared."""
     for parent in list(model.modules()):
@@ -46,6 +56,7 @@ def quantize_model(
     high_precision: Iterable[str] | str | None = None,
     *,
     forward: Callable[[nn.Module, object], object] | None = None,
+    layer_bits: Mapping[str, tuple[int, int]] | None = None,
 ) -> nn.Module:
     """Replaces, in place, every trainable nn.Conv2d with a QuantConv2d (nn.ConvTranspose2d with a
     QuantConvTranspose2d) and returns the model.
@@ -54,7 +65,8 @@ def quantize_model(
     None means the first and the last quantizable conv in registration order. Convs with
     frozen weights stay float and do not count as first/last. The new convs hold copies of the
     weights, so build optimizers after this call. With calib_batches, calibrate() is run
-    (forward as there).
+    (forward as there). layer_bits: (w_bits, a_bits) by module name, over the config's rule (mixed
+    precision, yoloq/mixed/plan.py); names that are no quantizable conv raise QuantConfigError.
     """
     convs = _quantizable_convs(model)
     if high_precision is None:
@@ -71,10 +83,16 @@ def quantize_model(
             )
         high = {id(convs[name]) for name in names}
 
+    layer_bits = dict(layer_bits or {})
+    unknown = [name for name in layer_bits if name not in convs]
+    if unknown:
+        raise QuantConfigError(f"layer_bits names no trainable nn.Conv2d: {', '.join(map(repr, unknown[:3]))}; use "
+                               f"names from model.named_modules(), e.g. {', '.join(map(repr, list(convs)[1:3]))}")
+    planned = {id(convs[name]): bits for name, bits in layer_bits.items()}
     replacements: dict[int, nn.Module] = {}
     for conv in convs.values():
         if id(conv) not in replacements:
-            w_bits, a_bits = config.for_layer(id(conv) in high)
+            w_bits, a_bits = planned.get(id(conv)) or config.for_layer(id(conv) in high)
             replacements[id(conv)] = QUANTIZED[type(conv)].from_float(conv, w_bits, a_bits, config)
     model = _swap(model, replacements)
     if calib_batches is not None:
