@@ -54,6 +54,16 @@ def _prepare_train(args: list[str]) -> tuple[list[str], Path | None]:
     return extra, target
 
 
+MIXED_KEYS = ("search", "high", "low", "budget", "budget_bops")
+
+
+def _mixed_key(arg: str) -> str:
+    key, sep, value = arg.partition("=")
+    if sep and (key in MIXED_KEYS or (key == "bits" and value.startswith("["))):
+        return f"mixed.{key}={value}"
+    return arg
+
+
 def _rerun_of_sweep(cfg, run_dir: Path) -> bool:
     """The same multirun again (e.g. after a stop): a finished run is skipped (True), an unfinished one continues
     from its checkpoints (resume), so a long grid completes by repeating its command."""
@@ -72,8 +82,10 @@ def _rerun_of_sweep(cfg, run_dir: Path) -> bool:
 
 
 def hydra_entry(command: str) -> None:
-    if command in ("eval", "export") and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
+    if command in ("eval", "export", "mixed") and not any(a.startswith("run_dir=") for a in sys.argv[1:]):
         sys.argv.append(f"run_dir=runs/{command}-${{now:%Y%m%d-%H%M%S}}")  # not named like a training run
+    if command == "mixed":  # the search's own short keys (search=eagl budget=3 bits=[4,3,2]) live under mixed.
+        sys.argv[1:] = [_mixed_key(a) for a in sys.argv[1:]]
     resumes = None  # the run folder that resume= continues
     try:
         check_group_overrides(sys.argv[1:])
@@ -99,6 +111,10 @@ def hydra_entry(command: str) -> None:
                 from yoloq.engine.pipeline import train
 
                 train(cfg, run_dir)
+            elif command == "mixed":
+                from yoloq.mixed.command import mixed_search
+
+                mixed_search(cfg, run_dir)
             elif command == "export":
                 from yoloq.config import validate_export
                 from yoloq.export.command import export_checkpoint
@@ -128,6 +144,7 @@ commands:
   train    train, quantize and evaluate a model (Hydra overrides: yoloq train model=yolov5n bits=3)
   eval     score a checkpoint with pycocotools (yoloq eval +checkpoint=runs/<run>/qat.pt, or +onnx=model.onnx)
   export   a quantized checkpoint as ONNX QDQ (yoloq export +checkpoint=runs/<run>/folded.pt)
+  mixed    per-layer bit widths within a BOPs budget (yoloq mixed search=eagl high=4 low=2 budget=3)
   compare  tabulate finished runs (yoloq compare runs/<sweep>/*)
   bench    speed and memory of fake-quantized training (yoloq bench --sections step)
   wandb-report  the method comparison as a W&B report (yoloq wandb-report --project yoloq --group <group>)
@@ -142,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
-    if command in ("train", "eval", "export"):
+    if command in ("train", "eval", "export", "mixed"):
         sys.argv = [f"yoloq-{command}", *rest]
         hydra_entry(command)
     elif command == "compare":
@@ -158,6 +175,6 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(wandb_report(rest))
     else:
-        print(f"error: unknown command {command!r}: use one of train, eval, export, compare, bench, wandb-report (yoloq --help)",
+        print(f"error: unknown command {command!r}: use one of train, eval, export, mixed, compare, bench, wandb-report (yoloq --help)",
               file=sys.stderr)
         sys.exit(2)

@@ -14,6 +14,7 @@ from yoloq.errors import UserError
 from yoloq.eval.checkpoint_eval import evaluate_checkpoint
 from yoloq.eval.coco_eval import finite
 from yoloq.export.command import export_checkpoint
+from yoloq.mixed.cost import bops, conv_macs
 from yoloq.mixed.plan import checked_plan, read_plan
 from yoloq.models.build import build_model, high_precision_layers
 
@@ -36,6 +37,14 @@ def test_a_plan_round_trips_through_run_checkpoint_resume_deploy_and_export(tiny
     plan = write(tmp_path / "layer_bits.yaml", PLAN)
     results = train(tiny_cfg("bits=4", "method=ema_qc", f"quant.layer_bits={plan}"))
     run = tmp_path / "run"
+    # the plan's compute and average bits next to its mAP (results.json; the uniform W4A4 rule: 2 layers lower)
+    cost = json.loads((run / "results.json").read_text())[1]["extra"]
+    model = build_model("yolov5n.yaml", tuple(torch.load(run / "qat.pt", weights_only=True)["names"]))
+    macs, high = conv_macs(model, 128), high_precision_layers(model)
+    bits = {n: (8, 8) if n in high else (4, 4) for n in macs}
+    bits.update({n: (b["w_bits"], b["a_bits"]) for n, b in PLAN.items()})
+    assert cost["GBOPs"] == pytest.approx(bops(macs, bits) / 1e9)
+    assert 4 < cost["avg_w_bits"] < 8 and cost["avg_a_bits"] > 4
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["quant"]["layer_bits"] == {"layers": PLAN}  # the mapping, not the file's path
 

@@ -52,3 +52,14 @@ def weight_bytes(model: nn.Module, bits: Mapping[str, Bits]) -> float:
     """The quantized convs' weights at their bit widths, in bytes (scales, biases and BN not counted)."""
     convs = quantizable_convs(model)
     return sum(convs[n].weight.numel() * bits[n][0] for n in bits) / 8
+
+
+def model_cost(model: nn.Module, imgsz: int) -> dict:
+    """A quantized model's compute and average precision, for results.json and the results table: GBOPs,
+    the MAC-weighted average weight and activation bits (a float conv, e.g. unquantized, counts 32)."""
+    macs = conv_macs(model, imgsz)
+    convs = quantizable_convs(model)
+    bits = {n: (getattr(convs[n], "w_bits", None) or 32, getattr(convs[n], "a_bits", None) or 32) for n in macs}
+    total = sum(macs.values())
+    return {"GBOPs": bops(macs, bits) / 1e9, "avg_w_bits": sum(macs[n] * bits[n][0] for n in macs) / total,
+            "avg_a_bits": sum(macs[n] * bits[n][1] for n in macs) / total}

@@ -15,6 +15,7 @@ from yoloq.engine.run import Run
 from yoloq.engine.trainer import Recipe
 from yoloq.factory import quantized_copy
 from yoloq.methods import build_callbacks
+from yoloq.mixed.cost import model_cost
 from yoloq.methods.oscillation import TrackOscillations
 from yoloq.track.diagnostics import write_qat_diagnostics
 from yoloq.track.log_callback import LogMetrics
@@ -41,6 +42,7 @@ def qat_stage(run: Run, model, calib_batches):
     start = time.time()
     model = quantized_copy(cfg, model.to(run.device), calib_batches)
     calib_time = time.time() - start
+    cost = model_cost(model, int(cfg.data.imgsz))  # its compute and average bits, reported next to its mAP
 
     done, path = run.folder.finished("qat"), run_dir / "qat.pt"
     if done is None:  # qat_from: another run's QAT model, checked against this run (rank 0 reads it)
@@ -52,13 +54,13 @@ def qat_stage(run: Run, model, calib_batches):
     if done is not None:
         model.load_state_dict(done["model"])
         return model, StageResult("qat", cfg.method.name, qcfg.w_bits, qcfg.a_bits, done["metrics"], done["wall_time"],
-                                  str(path), extra=done["extra"])
+                                  str(path), extra={**done["extra"], **cost})
 
     recipe = Recipe.from_cfg(cfg.trainer.qat)
     trainer = run.trainer("qat", model, run.data.train_loader(cfg.seed), recipe, qat_callbacks(cfg, run.log))
     metrics = trainer.fit()
     oscillations = trainer.callback(TrackOscillations).stats()
-    extra = {k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}
+    extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost}
     wall_time = trainer.wall_time + calib_time
 
     def write_outputs() -> None:

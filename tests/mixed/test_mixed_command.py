@@ -1,0 +1,49 @@
+"""`scripts/mixed_precision.py`: a plan for the cached FP model within the budget, written and trainable."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import TINY
+from tests.test_cli import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_mixed(tmp_path, *args):
+    cmd = [sys.executable, str(ROOT / "scripts" / "mixed_precision.py"), *TINY, f"cache_dir={tmp_path / 'cache'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def test_eagl_and_random_plans_fit_the_budget_and_train(tmp_path):
+    proc = run_mixed(tmp_path, "search=eagl", "high=4", "low=2", "budget=3", f"run_dir={tmp_path / 'eagl'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = yaml.safe_load((tmp_path / "eagl" / "layer_bits.yaml").read_text())
+    assert plan["bops"] <= plan["budget_bops"] and plan["search"] == "eagl" and plan["choices"] == [4, 2]
+    assert plan["uniform_bops"]["W2A2"] < plan["budget_bops"] < plan["uniform_bops"]["W4A4"]
+    assert {b["w_bits"] for b in plan["layers"].values()} == {2, 4} and "model.0.conv" not in plan["layers"]
+    assert "GBOPs of a" in proc.stdout and "quant.layer_bits=" in proc.stdout
+
+    # a multiple-choice search with an absolute budget, from the same cached FP model
+    proc = run_mixed(tmp_path, "search=random", "bits=[4,3,2]", f"budget_bops={plan['budget_bops']}",
+                     f"run_dir={tmp_path / 'random'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rand = yaml.safe_load((tmp_path / "random" / "layer_bits.yaml").read_text())
+    assert rand["bops"] <= plan["budget_bops"] and rand["choices"] == [4, 3, 2]
+    assert rand["layers"] != plan["layers"]
+
+    train = [sys.executable, str(ROOT / "scripts" / "train.py"), *TINY, f"cache_dir={tmp_path / 'cache'}",
+             f"quant.layer_bits={tmp_path / 'eagl' / 'layer_bits.yaml'}", "method=lsq", f"run_dir={tmp_path / 'run'}"]
+    proc = subprocess.run(train, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["quant"]["layer_bits"]["layers"] == plan["layers"]
+
+
+def test_bad_search_settings_are_one_line(tmp_path):
+    assert_one_line_error(run_mixed(tmp_path, "search=hawq"), "search=hawq is unknown", "eagl")
+    assert_one_line_error(run_mixed(tmp_path, "high=4", "low=4"), "not two or more different integers")
+    assert_one_line_error(run_mixed(tmp_path, "budget=1"), "budget=1 must be a bit width from 2 to 8")
+    assert_one_line_error(run_mixed(tmp_path, "budget_bops=1000"), "no precision plan fits the budget")

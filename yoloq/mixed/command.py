@@ -1,0 +1,124 @@
+"""`scripts/mixed_precision.py search=eagl|random high=4 low=2 budget=3` (or `yoloq mixed ...`): a
+per-layer precision plan for a trained model (the cached FP model, trained first if missing, or
+`+checkpoint=` a run's checkpoint) within a BOPs budget, written to <run folder>/layer_bits.yaml and printed.
+Train it with `python scripts/train.py quant.layer_bits=<run folder>/layer_bits.yaml method=ema_qc`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from yoloq.config import quant_config, resolve_device
+from yoloq.errors import UserError
+from yoloq.mixed.cost import conv_macs, weight_bytes
+from yoloq.mixed.eagl import eagl_gain, layer_entropies
+from yoloq.mixed.groups import shared_input_groups
+from yoloq.mixed.plan import write_plan
+from yoloq.mixed.search import Choice, choose, random_gains, uniform_bops
+from yoloq.models.build import high_precision_layers
+
+log = logging.getLogger("yoloq")
+SEARCHES = ("eagl", "random")  # alps: not yet (issue 18)
+
+
+def bit_choices(m) -> list[int]:
+    """The candidate bit widths, high to low: mixed.bits (a list: multiple choice) or mixed.high / mixed.low."""
+    bits = list(m.bits) if m.get("bits") else [m.high, m.low]
+    if any(isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8 for b in bits) or len(set(bits)) < 2:
+        raise UserError(f"mixed bit widths {bits} are not two or more different integers from 2 to 8: e.g. "
+                        "high=4 low=2, or bits=[4,3,2]")
+    return sorted(set(bits), reverse=True)
+
+
+def validate_mixed(m) -> None:
+    if m.search not in SEARCHES:
+        raise UserError(f"search={m.search} is unknown: use one of {', '.join(SEARCHES)}")
+    bit_choices(m)
+    if m.get("budget_bops") is None and (isinstance(m.budget, bool) or not isinstance(m.budget, (int, float))
+                                         or not 2 <= m.budget <= 8):
+        raise UserError(f"budget={m.budget} must be a bit width from 2 to 8 (the BOPs of uniform WbAb with first and "
+                        "last layers at 8), or give an absolute budget_bops=")
+
+
+def trained_model(cfg, run_dir: Path):
+    """(model, config it was trained with, where it came from): +checkpoint=, else the cached FP model."""
+    if cfg.get("checkpoint"):
+        from yoloq.eval.checkpoint_eval import model_from_checkpoint, read_run_checkpoint, with_saved_settings
+        from yoloq.models.build import hyperparameters
+
+        path, ckpt, saved = read_run_checkpoint(cfg)
+        names = ckpt.get("names")
+        if not names:
+            raise UserError(f"{path} does not record its class names: give a checkpoint written by scripts/train.py")
+        model = model_from_checkpoint(ckpt, saved, tuple(names), hyperparameters())
+        return model.eval(), with_saved_settings(cfg, saved), f"checkpoint {path}"
+    from yoloq.engine.preemption import StopSignal
+    from yoloq.engine.run import Run
+    from yoloq.engine.run_folder import RunFolder
+    from yoloq.engine.stages.fp import fp_stage
+    from yoloq.factory import build_data
+    from yoloq.track.run_log import NullRunLog
+
+    device = resolve_device(str(cfg.device))
+    data = build_data(cfg, device)
+    with StopSignal() as stop:
+        run = Run(cfg, data, device, RunFolder(run_dir, cfg, data.info.names, NullRunLog(), False), stop)
+        model, result = fp_stage(run)
+    return model.cpu().eval(), cfg, f"FP model {result.checkpoint} (mAP50-95 {result.metrics['mAP50-95']:.4f})"
+
+
+def table(groups, macs, choice: Choice, scores: dict[str, float] | None) -> str:
+    lines = [f"{'bits':>4} | {'MMACs':>7} | {'score':>6} | layers", f"{'-' * 4}-+-{'-' * 7}-+-{'-' * 6}-+-{'-' * 30}"]
+    chosen = {n: b for n, (b, _) in choice.plan.items()}
+    for g in groups:
+        if g[0] not in chosen:
+            continue
+        score = "" if scores is None else f"{sum(scores[n] for n in g) / len(g):6.3f}"
+        lines.append(f"{chosen[g[0]]:>4} | {sum(macs[n] for n in g) / 1e6:7.2f} | {score:>6} | {', '.join(g)}")
+    return "\n".join(lines)
+
+
+def mixed_search(cfg, run_dir: str | Path) -> dict:
+    m = cfg.mixed
+    validate_mixed(m)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    choices = bit_choices(m)
+    model, cfg, source = trained_model(cfg, run_dir)
+    start = time.time()
+    imgsz = int(cfg.data.imgsz)
+    macs = conv_macs(model, imgsz)
+    high = high_precision_layers(model)
+    qcfg = quant_config(cfg)
+    fixed = {n: qcfg.for_layer(True) for n in high}
+    groups = shared_input_groups(model)
+    budget = int(m.budget_bops) if m.get("budget_bops") is not None else uniform_bops(macs, int(m.budget), fixed)
+    scores = None
+    if m.search == "eagl":
+        scores = layer_entropies(model, choices[0], bool(cfg.quant.per_channel))
+        gain = lambda g, b: sum(eagl_gain(scores[n], b, choices[-1]) for n in g)  # noqa: E731
+    else:
+        gain = random_gains(int(cfg.seed))
+    choice = choose(groups, macs, choices, gain, budget, fixed)
+    seconds = time.time() - start
+    all_bits = {**fixed, **choice.plan}
+    figures = {
+        "search": m.search, "source": source, "choices": choices, "budget_bops": choice.budget_bops,
+        "bops": choice.bops, "budget_uniform_bits": None if m.get("budget_bops") is not None else m.budget,
+        "uniform_bops": {f"W{b}A{b}": uniform_bops(macs, b, fixed) for b in choices},
+        "size_bytes": weight_bytes(model, all_bits), "predicted_gain": choice.predicted_gain,
+        "avg_bits": sum(macs[n] * all_bits[n][0] for n in macs) / sum(macs.values()),
+        "imgsz": imgsz, "search_seconds": round(seconds, 2),
+    }
+    write_plan(run_dir / "layer_bits.yaml", choice.plan, **figures)
+    print(table(groups, macs, choice, scores if m.search != "random" else None))
+    print(f"\n{m.search}: {len(choice.plan)} layers in {sum(1 for g in groups if g[0] in choice.plan)} groups; "
+          f"{choice.bops / 1e9:.3f} GBOPs of a {choice.budget_bops / 1e9:.3f} budget; weights "
+          f"{figures['size_bytes'] / 1024:.1f} KiB; searched in {seconds:.1f} s\n"
+          f"wrote {run_dir / 'layer_bits.yaml'}; train it with: python scripts/train.py "
+          f"quant.layer_bits={run_dir / 'layer_bits.yaml'} method=ema_qc", flush=True)
+    return figures
