@@ -17,8 +17,9 @@ def run_mixed(tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
-def test_eagl_and_random_plans_fit_the_budget_and_train(tmp_path):
-    proc = run_mixed(tmp_path, "search=eagl", "high=4", "low=2", "budget=3", f"run_dir={tmp_path / 'eagl'}")
+def test_eagl_and_random_plans_fit_the_budget(tmp_path):
+    # budget=2.5: between W2A2's and W3A3's cost (a fractional bit width is a budget, not truncated)
+    proc = run_mixed(tmp_path, "search=eagl", "high=4", "low=2", "budget=2.5", f"run_dir={tmp_path / 'eagl'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan = yaml.safe_load((tmp_path / "eagl" / "layer_bits.yaml").read_text())
     assert plan["bops"] <= plan["budget_bops"] and plan["search"] == "eagl" and plan["choices"] == [4, 2]

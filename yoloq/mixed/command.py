@@ -96,7 +96,7 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
     qcfg = quant_config(cfg)
     fixed = {n: qcfg.for_layer(True) for n in high}
     groups = shared_input_groups(model)
-    budget = int(m.budget_bops) if m.get("budget_bops") is not None else uniform_bops(macs, int(m.budget), fixed)
+    budget = int(m.budget_bops) if m.get("budget_bops") is not None else int(uniform_bops(macs, float(m.budget), fixed))
     scores = None
     if m.search == "eagl":
         scores = layer_entropies(model, choices[0], bool(cfg.quant.per_channel))

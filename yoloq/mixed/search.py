@@ -23,8 +23,9 @@ class Choice:
     predicted_gain: float
 
 
-def uniform_bops(macs: Mapping[str, int], bits: int, fixed: Mapping[str, tuple[int, int]]) -> int:
-    """BOPs of the model at uniform WbAb with the fixed layers (first/last) at their own bits."""
+def uniform_bops(macs: Mapping[str, int], bits: float, fixed: Mapping[str, tuple[int, int]]) -> float:
+    """BOPs of the model at uniform WbAb with the fixed layers (first/last) at their own bits (b may be
+    fractional: budget=2.5 lies between W2A2's and W3A3's cost)."""
     return bops(macs, {n: fixed.get(n, (bits, bits)) for n in macs})
 
 

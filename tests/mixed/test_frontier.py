@@ -1,0 +1,62 @@
+"""The frontier report: one point per plan (mean and std over seeds) from runs' results.json."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from yoloq.report.frontier import write_frontier
+
+
+def fake_run(folder, seed, gbops, qat, folded=None):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"seed: {seed}\n")
+    rows = [{"stage": "fp", "metrics": {"mAP50-95": 0.6}},
+            {"stage": "qat", "metrics": {"mAP50-95": qat},
+             "extra": {"GBOPs": gbops, "avg_w_bits": 3.1, "avg_a_bits": 3.1}}]
+    if folded is not None:
+        rows.append({"stage": "folded", "metrics": {"mAP50-95": folded}})
+    (folder / "results.json").write_text(json.dumps(rows))
+    return folder
+
+
+def test_points_average_seeds_and_use_the_final_model(tmp_path):
+    runs = [fake_run(tmp_path / "uniform-w3-s0", 0, 3.0, 0.40, 0.42), fake_run(tmp_path / "uniform-w3-s1", 1, 3.0, 0.44, 0.46),
+            fake_run(tmp_path / "eagl-b3-s0", 0, 2.9, 0.47), fake_run(tmp_path / "uniform-w4-s0", 0, 5.0, 0.55, 0.57)]
+    (tmp_path / "unfinished-s0").mkdir()
+    table = write_frontier(runs + [tmp_path / "unfinished-s0"], tmp_path)
+    lines = table.splitlines()
+    assert lines[2] == "| eagl-b3 | 2.900 | 47.0 ± nan | 1 |"           # sorted by GBOPs
+    assert lines[3] == "| uniform-w3 | 3.000 | 44.0 ± 2.8 | 2 |"        # folded (after QC) is the final model
+    with open(tmp_path / "frontier.csv") as f:
+        assert {r["label"] for r in csv.DictReader(f)} == {"uniform-w3", "eagl-b3", "uniform-w4"}
+    with Image.open(tmp_path / "frontier.png") as im:
+        assert im.format == "PNG"
+
+
+def test_no_runs_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="no finished quantized runs"):
+        write_frontier([tmp_path], tmp_path)
+
+
+@pytest.mark.slow
+def test_frontier_script_on_tiny_data(tmp_path):
+    """scripts/mixed_frontier.sh end to end on tiny data (one seed, one budget): 5 trained runs and the report;
+    run again, it skips them all (about 3 minutes on 2 cores)."""
+    import subprocess
+    from pathlib import Path
+
+    from tests.conftest import TINY
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = ["bash", str(root / "scripts" / "mixed_frontier.sh"), "0", "3", *TINY, f"cache_dir={tmp_path / 'cache'}"]
+    scripts = tmp_path / "scripts"
+    scripts.symlink_to(root / "scripts")  # the script calls scripts/*.py relative to the working directory
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "runs" / "frontier" / "frontier.md").read_text()
+    for label in ("uniform-w2", "uniform-w3", "uniform-w4", "eagl-b3", "random-b3"):
+        assert f"| {label} |" in table
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 5

@@ -1,0 +1,96 @@
+"""The mixed-precision frontier (issue 18): mAP50-95 against GBOPs for finished runs, one point per plan or
+uniform bit width (mean over seeds, error bar = sample std), from each run's results.json (its QAT stage's
+GBOPs; its final quantized mAP: folded after QC, else QAT). A run's label is its folder name without the
+`-s<seed>` suffix, e.g. `uniform-w3`, `eagl-b3`, `random-b3` (scripts/mixed_frontier.sh names them so).
+
+    python -m yoloq.report.frontier runs/frontier/*      # -> frontier.md, frontier.csv, frontier.png"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from yoloq.atomic import write_text_atomic
+from yoloq.track.plots import save
+
+FINAL = ("folded", "qat")  # the run's last quantized model
+
+
+def run_row(run: Path) -> dict | None:
+    if not (run / "results.json").is_file():
+        return None
+    results = {r["stage"]: r for r in json.loads((run / "results.json").read_text())}
+    qat = results.get("qat")
+    if qat is None or "GBOPs" not in qat.get("extra", {}):
+        return None
+    final = next(results[s] for s in FINAL if s in results)
+    seed = OmegaConf.load(run / "config.yaml").get("seed") if (run / "config.yaml").is_file() else None
+    return {"run": str(run), "label": re.sub(r"-s\d+$", "", run.name), "seed": seed, "stage": final["stage"],
+            "GBOPs": qat["extra"]["GBOPs"], "avg_w_bits": qat["extra"]["avg_w_bits"],
+            "avg_a_bits": qat["extra"]["avg_a_bits"], "mAP50-95": final["metrics"]["mAP50-95"]}
+
+
+def points(rows: list[dict]) -> list[dict]:
+    """One point per label: GBOPs (the plan's, identical across seeds), mean and std of mAP50-95, n."""
+    by = defaultdict(list)
+    for r in rows:
+        by[r["label"]].append(r)
+    out = []
+    for label, rs in by.items():
+        maps = [r["mAP50-95"] for r in rs]
+        out.append({"label": label, "GBOPs": statistics.fmean(r["GBOPs"] for r in rs), "n": len(rs),
+                    "mean": statistics.fmean(maps), "std": statistics.stdev(maps) if len(maps) > 1 else float("nan")})
+    return sorted(out, key=lambda p: p["GBOPs"])
+
+
+def frontier_plot(pts: list[dict]) -> Figure:
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    kinds = defaultdict(list)
+    for p in pts:
+        kinds[p["label"].split("-")[0]].append(p)
+    for kind, ps in kinds.items():
+        ax.errorbar([p["GBOPs"] for p in ps], [100 * p["mean"] for p in ps],
+                    yerr=[0 if p["std"] != p["std"] else 100 * p["std"] for p in ps], capsize=3,
+                    marker="o" if kind == "uniform" else "s", ls="-" if kind == "uniform" else "none", label=kind)
+        for p in ps:
+            ax.annotate(p["label"], (p["GBOPs"], 100 * p["mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set(xlabel="GBOPs (MACs x weight bits x activation bits)", ylabel="mAP50-95 x 100",
+           title="mixed precision: accuracy against compute (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def write_frontier(run_dirs: list[Path], out: Path) -> str:
+    rows = [r for r in (run_row(Path(d)) for d in run_dirs) if r is not None]
+    if not rows:
+        raise SystemExit("error: no finished quantized runs with GBOPs among the folders given: give run folders "
+                         "(e.g. runs/frontier/*) of runs made by this yoloq version")
+    pts = points(rows)
+    lines = ["| plan | GBOPs | mAP50-95 x 100 | n |", "|---|---|---|---|"]
+    lines += [f"| {p['label']} | {p['GBOPs']:.3f} | {100 * p['mean']:.1f} ± {100 * p['std']:.1f} | {p['n']} |" for p in pts]
+    table = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "frontier.md", table + "\n")
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out / "frontier.csv", buffer.getvalue())
+    save(frontier_plot(pts), out / "frontier.png")
+    return table
+
+
+if __name__ == "__main__":
+    dirs = [Path(a) for a in sys.argv[1:]]
+    print(write_frontier(dirs, dirs[0].parent if dirs else Path(".")))
