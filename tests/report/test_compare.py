@@ -118,6 +118,8 @@ def test_variants_soft_rows_and_borrowed_qat_models_are_labelled_and_counted_onc
         f"seed: 0\nqat_from: {tmp_path / 'src'}\nmethod:\n  qc:\n    per_channel: false\n    shift: false\n")
     fake_run(tmp_path / "star", "lsq", 4, 0, 0.40)
     (tmp_path / "star" / "config.yaml").write_text("seed: 0\nquant:\n  first_last_bits: null\n  per_channel: true\n")
+    fake_run(tmp_path / "mixed", "lsq", 4, 0, 0.45)
+    (tmp_path / "mixed" / "config.yaml").write_text("seed: 0\nquant:\n  layer_bits:\n    layers: {a: {w_bits: 2, a_bits: 2}}\n")
     labels = [(r["label"], r["mAP50-95"]) for r in collect(sorted(tmp_path.iterdir())) if r["label"] != "FP"]
     assert sorted(labels) == sorted([("ema+QC[per-tensor, scale only]", 0.49), ("ema", 0.50), ("ema soft", 0.51),
-                                     ("ema+QC", 0.52), ("lsq* pc-W", 0.40)])
+                                     ("ema+QC", 0.52), ("lsq* pc-W", 0.40), ("lsq mixed", 0.45)])

@@ -30,9 +30,11 @@ ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "
 
 def _variant(cfg) -> str:
     """What sets a run apart from the paper's default layout, appended to its method's label: `*` for first and
-    last layers at the run's bits too (paper Table 4), ` pc-W` for per-channel weight scales."""
+    last layers at the run's bits too (paper Table 4), ` pc-W` for per-channel weight scales, ` mixed` for a
+    per-layer plan (quant.layer_bits: its own column would mislead, see report/frontier.py)."""
     quant = cfg.get("quant", {})
-    return ("*" if quant.get("first_last_bits", 8) is None else "") + (" pc-W" if quant.get("per_channel") else "")
+    return ("*" if quant.get("first_last_bits", 8) is None else "") + (" pc-W" if quant.get("per_channel") else "") + (
+        " mixed" if quant.get("layer_bits") else "")
 
 
 def _qc_variant(cfg) -> str:

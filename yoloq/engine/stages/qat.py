@@ -15,8 +15,8 @@ from yoloq.engine.run import Run
 from yoloq.engine.trainer import Recipe
 from yoloq.factory import quantized_copy
 from yoloq.methods import build_callbacks
-from yoloq.mixed.cost import model_cost
 from yoloq.methods.oscillation import TrackOscillations
+from yoloq.mixed.cost import model_cost
 from yoloq.track.diagnostics import write_qat_diagnostics
 from yoloq.track.log_callback import LogMetrics
 from yoloq.track.oscillation_history import OscillationHistory
