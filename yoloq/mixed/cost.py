@@ -13,6 +13,20 @@ from yoloq.quant.prepare import quantizable_convs
 Bits = tuple[int, int]  # (weight bits, activation bits)
 
 
+def probe_forward(model: nn.Module, imgsz: int, channels: int, handles: list) -> None:
+    """One eval-mode, no-grad forward pass of a blank image for the hooks behind `handles` (removed after);
+    the model's train/eval mode is restored."""
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, channels, imgsz, imgsz, device=next(model.parameters()).device))
+    finally:
+        model.train(training)
+        for h in handles:
+            h.remove()
+
+
 def conv_macs(model: nn.Module, imgsz: int, channels: int = 3) -> dict[str, int]:
     """MACs of every quantizable conv (and transposed conv) for one imgsz x imgsz image, by module name, counted
     from the shapes a forward pass produces (so strides, padding and upsampling are the model's own)."""
@@ -27,16 +41,7 @@ def conv_macs(model: nn.Module, imgsz: int, channels: int = 3) -> dict[str, int]
         else:
             macs[names[id(module)]] = output[0].numel() * k
 
-    handles = [m.register_forward_hook(hook) for m in convs.values()]
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, channels, imgsz, imgsz, device=next(model.parameters()).device))
-    finally:
-        model.train(training)
-        for h in handles:
-            h.remove()
+    probe_forward(model, imgsz, channels, [m.register_forward_hook(hook) for m in convs.values()])
     missing = [n for n in convs if n not in macs]
     if missing:
         raise ValueError(f"convs not reached by a forward pass, so without a cost: {', '.join(missing)}")

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from yoloq.errors import UserError
+from yoloq.mixed.cost import probe_forward
 from yoloq.quant.prepare import quantizable_convs
 
 
@@ -29,16 +30,7 @@ def shared_input_groups(model: nn.Module, imgsz: int = 64, channels: int = 3) ->
         held.append(inputs[0])
         readers.setdefault(_tensor_key(inputs[0]), []).append(names[id(module)])
 
-    handles = [m.register_forward_pre_hook(hook) for m in convs.values()]
-    training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, channels, imgsz, imgsz, device=next(model.parameters()).device))
-    finally:
-        model.train(training)
-        for h in handles:
-            h.remove()
+    probe_forward(model, imgsz, channels, [m.register_forward_pre_hook(hook) for m in convs.values()])
     group_of = {}
     for members in readers.values():
         for n in members:
