@@ -59,7 +59,7 @@ MIXED_KEYS = ("search", "high", "low", "budget", "budget_bops")
 
 def _mixed_key(arg: str) -> str:
     key, sep, value = arg.partition("=")
-    if sep and (key in MIXED_KEYS or (key == "bits" and value.startswith("["))):
+    if sep and (key in MIXED_KEYS or key.startswith("alps.") or (key == "bits" and value.startswith("["))):
         return f"mixed.{key}={value}"
     return arg
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import TINY
@@ -43,3 +44,25 @@ def test_bad_search_settings_are_one_line(tmp_path):
     assert_one_line_error(run_mixed(tmp_path, "high=4", "low=4"), "not two or more different integers")
     assert_one_line_error(run_mixed(tmp_path, "budget=1"), "budget=1 must be a bit width from 2 to 8")
     assert_one_line_error(run_mixed(tmp_path, "budget_bops=1000"), "no precision plan fits the budget")
+
+
+@pytest.mark.slow
+def test_alps_plan_from_held_out_fine_tuning(tmp_path):
+    # 1 + 62 candidates of 2 fine-tuning steps each on tiny data: about 2 minutes
+    alps = ["search=alps", "alps.holdout=16", "alps.fraction=0.5", "budget=3", f"run_dir={tmp_path / 'alps'}"]
+    proc = run_mixed(tmp_path, *alps)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = yaml.safe_load((tmp_path / "alps" / "layer_bits.yaml").read_text())
+    assert plan["search"] == "alps" and plan["bops"] <= plan["budget_bops"]
+    assert plan["alps_holdout_images"] == 16 and plan["alps_finetune_images"] == 16
+    assert plan["alps_candidates"] == plan["alps_finetune_steps"] / plan["alps_steps_per_candidate"] > 50
+    assert "mAP drop" in proc.stdout
+    # the same command again reuses every candidate's score (alps_scores.json) and writes the same plan
+    proc = run_mixed(tmp_path, *alps)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = yaml.safe_load((tmp_path / "alps" / "layer_bits.yaml").read_text())
+    assert again["layers"] == plan["layers"] and again["alps_finetune_steps"] == 0
+
+    assert_one_line_error(run_mixed(tmp_path, "search=alps", "alps.holdout=40"),
+                          "mixed.alps.holdout=40 must be from 1 to half the 48 training images")
+    assert_one_line_error(run_mixed(tmp_path, "search=alps", "alps.fraction=2"), "mixed.alps.fraction=2.0 must be in")

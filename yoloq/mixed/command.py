@@ -1,10 +1,11 @@
-"""`scripts/mixed_precision.py search=eagl|random high=4 low=2 budget=3` (or `yoloq mixed ...`): a
+"""`scripts/mixed_precision.py search=eagl|alps|random high=4 low=2 budget=3` (or `yoloq mixed ...`): a
 per-layer precision plan for a trained model (the cached FP model, trained first if missing, or
 `+checkpoint=` a run's checkpoint) within a BOPs budget, written to <run folder>/layer_bits.yaml and printed.
 Train it with `python scripts/train.py quant.layer_bits=<run folder>/layer_bits.yaml method=ema_qc`."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from omegaconf import OmegaConf
 
 from yoloq.config import quant_config, resolve_device
 from yoloq.errors import UserError
+from yoloq.mixed.alps import (QUANT_CONVS, alps_gain, alps_scores, candidate_key, check_high, finetune_recipe,
+                              held_out_data, split_indices)
 from yoloq.mixed.cost import conv_macs, weight_bytes
 from yoloq.mixed.eagl import eagl_gain, layer_entropies
 from yoloq.mixed.groups import shared_input_groups
@@ -22,7 +25,7 @@ from yoloq.mixed.search import Choice, choose, random_gains, uniform_bops
 from yoloq.models.build import high_precision_layers
 
 log = logging.getLogger("yoloq")
-SEARCHES = ("eagl", "random")  # alps: not yet (issue 18)
+SEARCHES = ("eagl", "alps", "random")
 
 
 def bit_choices(m) -> list[int]:
@@ -38,6 +41,8 @@ def validate_mixed(m) -> None:
     if m.search not in SEARCHES:
         raise UserError(f"search={m.search} is unknown: use one of {', '.join(SEARCHES)}")
     bit_choices(m)
+    if m.search == "alps":  # before any training; the held-out share of the images is checked with the data
+        split_indices(10**9, int(m.alps.holdout), float(m.alps.fraction))
     if m.get("budget_bops") is None and (isinstance(m.budget, bool) or not isinstance(m.budget, (int, float))
                                          or not 2 <= m.budget <= 8):
         raise UserError(f"budget={m.budget} must be a bit width from 2 to 8 (the BOPs of uniform WbAb with first and "
@@ -71,14 +76,42 @@ def trained_model(cfg, run_dir: Path):
     return model.cpu().eval(), cfg, f"FP model {result.checkpoint} (mAP50-95 {result.metrics['mAP50-95']:.4f})"
 
 
-def table(groups, macs, choice: Choice, scores: dict[str, float] | None) -> str:
-    lines = [f"{'bits':>4} | {'MMACs':>7} | {'score':>6} | layers", f"{'-' * 4}-+-{'-' * 7}-+-{'-' * 6}-+-{'-' * 30}"]
+def run_alps(cfg, model, groups, choices, run_dir: Path, source: str):
+    """ALPS's held-out mAP per candidate (yoloq/mixed/alps.py) from `model` at choices[0], and its cost."""
+    from yoloq.factory import build_data, calibration_batches
+    from yoloq.quant import quantize_model
+
+    device = resolve_device(str(cfg.device))
+    data = build_data(cfg, device)
+    held = held_out_data(cfg, data, device)
+    calib = calibration_batches(cfg, data, device)
+    high = choices[0]
+    if any(isinstance(m, QUANT_CONVS) for m in model.modules()):
+        check_high(model, groups, high)
+        start_model = model
+    else:  # the FP model at the high precision everywhere but the first and last layers
+        start_model = quantize_model(copy.deepcopy(model).to(device), quant_config(cfg), calib,
+                                     high_precision_layers(model), layer_bits={n: (high, high) for g in groups for n in g})
+    a = cfg.mixed.alps
+    identity = {"source": source, "choices": choices, "holdout": int(a.holdout), "fraction": float(a.fraction),
+                "seed": int(cfg.seed), "recipe": str(finetune_recipe(cfg)), "calib_batches": int(cfg.quant.calib_batches)}
+    scores, cost = alps_scores(cfg, start_model.to(device), groups, choices, held, calib, device,
+                               run_dir / "alps_scores.json", identity, progress=bool(cfg.progress))
+    log.info("ALPS: %d candidates (%d fine-tuning steps each on %d images, held-out %d images) in %.1f min; "
+             "held-out mAP50-95 at W%dA%d %.4f", cost["alps_candidates"], cost["alps_steps_per_candidate"],
+             cost["alps_finetune_images"], cost["alps_holdout_images"], cost["alps_seconds"] / 60, high, high,
+             scores["base"])
+    return scores, {**cost, "alps_base_mAP50-95": scores["base"]}
+
+
+def table(groups, macs, choice: Choice, scores: dict[str, float] | None, score_name: str = "score") -> str:
+    lines = [f"{'bits':>4} | {'MMACs':>7} | {score_name:>8} | layers", f"{'-' * 4}-+-{'-' * 7}-+-{'-' * 8}-+-{'-' * 30}"]
     chosen = {n: b for n, (b, _) in choice.plan.items()}
     for g in groups:
         if g[0] not in chosen:
             continue
-        score = "" if scores is None else f"{sum(scores[n] for n in g) / len(g):6.3f}"
-        lines.append(f"{chosen[g[0]]:>4} | {sum(macs[n] for n in g) / 1e6:7.2f} | {score:>6} | {', '.join(g)}")
+        score = "" if scores is None else f"{sum(scores[n] for n in g) / len(g):8.4f}"
+        lines.append(f"{chosen[g[0]]:>4} | {sum(macs[n] for n in g) / 1e6:7.2f} | {score:>8} | {', '.join(g)}")
     return "\n".join(lines)
 
 
@@ -97,10 +130,15 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
     fixed = {n: qcfg.for_layer(True) for n in high}
     groups = shared_input_groups(model)
     budget = int(m.budget_bops) if m.get("budget_bops") is not None else int(uniform_bops(macs, float(m.budget), fixed))
-    scores = None
+    scores, extra = None, {}
     if m.search == "eagl":
         scores = layer_entropies(model, choices[0], bool(cfg.quant.per_channel))
         gain = lambda g, b: sum(eagl_gain(scores[n], b, choices[-1]) for n in g)  # noqa: E731
+    elif m.search == "alps":
+        free = [g for g in groups if not set(g) & set(fixed)]
+        alps, extra = run_alps(cfg, model, free, choices, run_dir, source)
+        gain = alps_gain(alps, choices)
+        scores = {n: alps["base"] - alps[candidate_key(g, choices[-1])] for g in free for n in g}
     else:
         gain = random_gains(int(cfg.seed))
     choice = choose(groups, macs, choices, gain, budget, fixed)
@@ -112,10 +150,11 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
         "uniform_bops": {f"W{b}A{b}": uniform_bops(macs, b, fixed) for b in choices},
         "size_bytes": weight_bytes(model, all_bits), "predicted_gain": choice.predicted_gain,
         "avg_bits": sum(macs[n] * all_bits[n][0] for n in macs) / sum(macs.values()),
-        "imgsz": imgsz, "search_seconds": round(seconds, 2),
+        "imgsz": imgsz, "search_seconds": round(seconds, 2), **extra,
     }
     write_plan(run_dir / "layer_bits.yaml", choice.plan, **figures)
-    print(table(groups, macs, choice, scores if m.search != "random" else None))
+    print(table(groups, macs, choice, scores if m.search != "random" else None,
+                "H bits" if m.search == "eagl" else "mAP drop"))
     print(f"\n{m.search}: {len(choice.plan)} layers in {sum(1 for g in groups if g[0] in choice.plan)} groups; "
           f"{choice.bops / 1e9:.3f} GBOPs of a {choice.budget_bops / 1e9:.3f} budget; weights "
           f"{figures['size_bytes'] / 1024:.1f} KiB; searched in {seconds:.1f} s\n"

@@ -137,6 +137,13 @@ class LSQQuantizer(nn.Module):
         self.signed.fill_(signed)
         self._refresh_cache()
 
+    def set_bits(self, bits: int) -> None:
+        """Another bit width (mixed-precision search); the scale is the old grid's: initialise it again."""
+        if not 2 <= bits <= 16:
+            raise ValueError(f"bits={bits} is out of range: use an integer from 2 to 16")
+        self.bits = bits
+        self._refresh_cache()
+
     @torch.no_grad()
     def fix_scale(self, scale: float, signed: bool) -> None:
         """A grid that is known, not learned: the scale stays `scale` and gets no gradient (e.g. the 8-bit image
