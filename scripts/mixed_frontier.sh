@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The mixed-precision frontier of issue 18: uniform W4A4, W3A3, W2A2 and the EAGL and random plans of the budgets
-# below (BOPs of uniform WbAb), each trained with the comparison recipe and EMA+QC for every seed, then
-# runs/frontier/frontier.{md,csv,png}. Finished runs are skipped, so the same command continues a stopped frontier.
+# The mixed-precision frontier of issue 18: uniform W4A4, W3A3, W2A2 and the EAGL, ALPS and random plans of the
+# budgets below (BOPs of uniform WbAb), each trained with the comparison recipe and EMA+QC for every seed, then
+# runs/frontier/frontier.{md,csv,png}. ALPS starts from the seed's trained W4A4 model (its QAT checkpoint) and scores
+# the layers once per seed: the other budgets reuse its alps_scores.json. Finished runs and plans are skipped, so
+# the same command continues a stopped frontier.
 #   bash scripts/mixed_frontier.sh [seeds (default "0 1")] [budgets (default "2.5 3 3.5")] [extra overrides...]
 set -euo pipefail
 seeds=${1:-"0 1"}; budgets=${2:-"2.5 3 3.5"}; shift $(( $# > 2 ? 2 : $# )) || true
@@ -17,10 +19,15 @@ EXTRA=("$@")
 for s in $seeds; do
   for b in 4 3 2; do train "uniform-w$b-s$s" bits=$b seed=$s; done
   for budget in $budgets; do
-    for search in eagl random; do
-      plan=$out/plans/$search-b$budget-s$s
-      [ -f "$plan/layer_bits.yaml" ] || python scripts/mixed_precision.py search=$search high=4 low=2 \
-        budget=$budget seed=$s run_dir="$plan" "${EXTRA[@]}"
+    for search in eagl alps random; do
+      plan=$out/plans/$search-b$budget-s$s; from=()
+      if [ $search = alps ]; then
+        from=(+checkpoint=$out/uniform-w4-s$s/qat.pt)
+        scored=$(ls $out/plans/alps-b*-s$s/alps_scores.json 2>/dev/null | head -1 || true)
+        [ -n "$scored" ] && [ ! -f "$plan/alps_scores.json" ] && mkdir -p "$plan" && cp "$scored" "$plan/"
+      fi
+      [ -f "$plan/layer_bits.yaml" ] || python scripts/mixed_precision.py trainer=converged search=$search high=4 low=2 \
+        budget=$budget seed=$s run_dir="$plan" "${from[@]}" "${EXTRA[@]}"
       train "$search-b$budget-s$s" bits=4 seed=$s quant.layer_bits="$plan/layer_bits.yaml"
     done
   done

@@ -42,21 +42,22 @@ def test_no_runs_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_frontier_script_on_tiny_data(tmp_path):
-    """scripts/mixed_frontier.sh end to end on tiny data (one seed, one budget): 5 trained runs and the report;
-    run again, it skips them all (about 3 minutes on 2 cores)."""
+    """scripts/mixed_frontier.sh end to end on tiny data (one seed, one budget): 6 trained runs and the report;
+    run again, it skips them all (about 6 minutes on 2 cores)."""
     import subprocess
     from pathlib import Path
 
     from tests.conftest import TINY
 
     root = Path(__file__).resolve().parents[2]
-    cmd = ["bash", str(root / "scripts" / "mixed_frontier.sh"), "0", "3", *TINY, f"cache_dir={tmp_path / 'cache'}"]
+    cmd = ["bash", str(root / "scripts" / "mixed_frontier.sh"), "0", "3", *TINY, f"cache_dir={tmp_path / 'cache'}",
+           "mixed.alps.holdout=16", "mixed.alps.fraction=0.5"]
     scripts = tmp_path / "scripts"
     scripts.symlink_to(root / "scripts")  # the script calls scripts/*.py relative to the working directory
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (tmp_path / "runs" / "frontier" / "frontier.md").read_text()
-    for label in ("uniform-w2", "uniform-w3", "uniform-w4", "eagl-b3", "random-b3"):
+    for label in ("uniform-w2", "uniform-w3", "uniform-w4", "eagl-b3", "alps-b3", "random-b3"):
         assert f"| {label} |" in table
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 5
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 6
