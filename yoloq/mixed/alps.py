@@ -107,9 +107,10 @@ def lower(model: nn.Module, names: list[str], bits: int, calib_batches: list[tor
 
 
 def finetune_recipe(cfg) -> Recipe:
-    """The QAT recipe's optimiser at a constant lr, no warm-up: a short nudge, the same for every candidate."""
+    """The QAT recipe's optimiser at ALPS's own constant lr, no warm-up: a short nudge, the same for every candidate
+    (the QAT stage's lr0, meant to follow a warm-up, knocks a freshly lowered model about more than the layer does)."""
     q = cfg.trainer.qat
-    return Recipe(epochs=1, optimizer=str(q.optimizer), lr0=float(q.lr0), lrf=1.0, momentum=float(q.momentum),
+    return Recipe(epochs=1, optimizer=str(q.optimizer), lr0=float(cfg.mixed.alps.lr), lrf=1.0, momentum=float(q.momentum),
                   weight_decay=float(q.weight_decay), warmup_epochs=0, quant_lr=float(q.quant_lr), eval_every=1)
 
 
