@@ -64,6 +64,17 @@ def test_hooks_run_in_order_and_warmup_ramps():
     assert weights[3] == pytest.approx(3 / 100 * 0.01 * 0.505)
 
 
+
+def test_only_evaluated_epochs_carry_map():
+    """A skipped evaluation must not repeat the previous mAP under a later epoch (plots would show plateaus)."""
+    scores = iter([0.25, 0.5])
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    recipe = Recipe(epochs=3, lr0=0.01, warmup_epochs=0, eval_every=2)
+    trainer = Trainer("t", model, fake_batches(n=1), lambda m: {"mAP50-95": next(scores), "mAP50": 0.0}, recipe,
+                      torch.device("cpu"), [], progress=False)
+    assert trainer.fit()["mAP50-95"] == 0.5
+    assert [h.get("mAP50-95") for h in trainer.history] == [None, 0.25, 0.5]
+
 def test_quant_parameters_get_their_own_adam():
     model = build_model("yolov5n.yaml", ("a", "b"))
     quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(1, 3, 64, 64)])

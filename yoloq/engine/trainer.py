@@ -369,13 +369,14 @@ class Trainer:
                 bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in self.loss_items.items()})
             self._sync_replicas()
             last = epoch == r.epochs - 1
+            evaluated: dict = {}  # an epoch row carries mAP only when this epoch was evaluated (not a stale copy)
             if last or (r.eval_every > 0 and (epoch + 1) % r.eval_every == 0):
-                metrics = self._evaluate()
+                metrics = evaluated = self._evaluate()
                 masks = (f"  mask mAP50-95 {metrics['mask_mAP50-95']:.4f}  mask mAP50 {metrics['mask_mAP50']:.4f}"
                          if "mask_mAP50-95" in metrics else "")
                 log.info("%s epoch %d/%d: mAP50-95 %.4f  mAP50 %.4f%s", self.name, epoch + 1, r.epochs,
                          metrics["mAP50-95"], metrics["mAP50"], masks)
-            self.history.append({"epoch": epoch + 1, **self.loss_items, **metrics})
+            self.history.append({"epoch": epoch + 1, **self.loss_items, **evaluated})
             self._hook("on_epoch_end", metrics)
             self.epoch, self.batch, self.last_metrics = epoch + 1, 0, metrics
             self._save()
