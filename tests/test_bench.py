@@ -57,6 +57,7 @@ def test_stages_section(tmp_path, capsys):
     assert "QC stage / QAT epoch" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 15 s of whole epochs; the step, op and stage sections run by default
 def test_epoch_section(tmp_path, capsys):
     out = tmp_path / "epoch.json"
     argv = ["--sections", "epoch", "--device", "cpu", "--epoch-repeats", "2", "--out", str(out), "--",
@@ -70,6 +71,7 @@ def test_epoch_section(tmp_path, capsys):
     assert "QAT/FP epoch" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # 15 s of a deliberately busy core
 def test_contention_section_starts_and_stops_its_busy_process(tmp_path, capsys, monkeypatch):
     from yoloq.bench import contention
 

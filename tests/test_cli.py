@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY
+from yoloq.cli import hydra_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +27,18 @@ def assert_one_line_error(proc, *words):
     assert len(errors) == 1, out
     for w in words:
         assert w in errors[0], errors[0]
+
+
+def train_in_process(*args, tmp_path, monkeypatch, capsys):
+    """The same entry point as scripts/train.py, without a new interpreter (torch's import costs seconds)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = [o for o in TINY if "data=coco" not in args or not o.startswith("data.")]
+    monkeypatch.setattr(sys, "argv", ["train.py", *tiny, f"cache_dir={tmp_path / 'cache'}",
+                                      f"run_dir={tmp_path / 'run'}", *args])
+    with pytest.raises(SystemExit) as stop:
+        hydra_entry("train")
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, stop.value.code, out.out, out.err)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -51,7 +64,16 @@ def assert_one_line_error(proc, *words):
     (["model=yolov5n-seg", "model.task=pose"], ["model.task=pose is unknown"]),
     (["export.opset=11"], ["export.opset=11", "13"]),
 ])
-def test_bad_input_is_one_line(tmp_path, args, words):
+def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, args, words):
+    assert_one_line_error(train_in_process(*args, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys), *words)
+
+
+@pytest.mark.parametrize("args, words", [  # one per place the CLI checks: group names, before Hydra, in validate
+    (["model=yolov9"], ["unknown model 'yolov9'"]), (["bits=9"], ["bits=9"]),
+    (["trainer.qat.optimizer=lion"], ["sgd, adamw"]),
+])
+def test_bad_input_is_one_line_from_the_script(tmp_path, args, words):
+    """The real process: exit code 2 and one stderr line, with nothing printed on the way (imports, logging)."""
     assert_one_line_error(run_train(*args, tmp_path=tmp_path), *words)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tests.engine.run_subprocess import run, train_command
@@ -11,6 +12,7 @@ from yoloq.data.epoch_loader import EpochSampler
 from yoloq.engine import distributed
 
 
+@pytest.mark.slow  # 38 s: tests/engine/test_ddp_step.py checks the two-rank step in the default run
 def test_two_process_gloo_run_keeps_every_rank_identical(tmp_path):
     out = run(train_command(tmp_path / "cache", tmp_path / "run", "method=ema_qc", "trainer.qat.epochs=2",
                             torchrun=2), tmp_path, timeout=400)

@@ -24,7 +24,7 @@ def run(cache, tmp_path, *overrides):
 
 
 @pytest.mark.parametrize("method, extra", [(m, []) for m in METHODS] + [
-    ("dampen", ["quant.per_channel=true"]), ("freeze_qc", ["quant.per_channel=true"]),
+    *(pytest.param(m, ["quant.per_channel=true"], marks=pytest.mark.slow) for m in ("dampen", "freeze_qc")),
     ("ema_qc", ["quant.per_channel=true", "method.qc.per_channel=false"]),
     # every method family on the v7 and the seg model (EMA+QC in the default run, the others with -m slow)
     ("ema_qc", ["model=yolov7-tiny"]), ("ema_qc", ["model=yolov5n-seg"]),

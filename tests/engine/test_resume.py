@@ -46,6 +46,7 @@ def reference(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 62 s; the SIGTERM test below resumes the same way in the default run
 def test_sigkill_mid_qat_then_resume_matches_an_uninterrupted_run(reference):
     root = reference
     killed = root / "killed"

@@ -106,6 +106,7 @@ def test_two_processes_prepare_one_dataset_once(tmp_path):
     assert [p.name for p in cache.iterdir() if "partial" in p.name] == []
 
 
+@pytest.mark.slow  # 48 s: the cache lock itself is covered by test_two_processes_prepare_one_dataset_once
 def test_two_runs_on_an_empty_cache_train_the_fp_model_once(tmp_path):
     cache = tmp_path / "cache"
     small = ("data.n_train=16", "data.n_val=8", "method=lsq", "trainer.qat.epochs=0")  # the FP stage is what counts

@@ -9,6 +9,7 @@ import yaml
 
 from tests.conftest import TINY
 from tests.test_cli import assert_one_line_error
+from yoloq.cli import hydra_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,14 +37,24 @@ def test_eagl_and_random_plans_fit_the_budget(tmp_path):
     assert rand["bops"] <= plan["budget_bops"] and rand["choices"] == [4, 3, 2]
     assert rand["layers"] != plan["layers"]
 
+    # a budget below every plan, from the same (now cached) FP model
+    assert_one_line_error(run_mixed(tmp_path, "budget_bops=1000"), "no precision plan fits the budget")
+
     # training with a plan: tests/mixed/test_plan_roundtrip.py
 
 
-def test_bad_search_settings_are_one_line(tmp_path):
-    assert_one_line_error(run_mixed(tmp_path, "search=hawq"), "search=hawq is unknown", "eagl")
-    assert_one_line_error(run_mixed(tmp_path, "high=4", "low=4"), "not two or more different integers")
-    assert_one_line_error(run_mixed(tmp_path, "budget=1"), "budget=1 must be a bit width from 2 to 8")
-    assert_one_line_error(run_mixed(tmp_path, "budget_bops=1000"), "no precision plan fits the budget")
+@pytest.mark.parametrize("args, words", [
+    (["search=hawq"], ["search=hawq is unknown", "eagl"]),
+    (["high=4", "low=4"], ["not two or more different integers"]),
+    (["budget=1"], ["budget=1 must be a bit width from 2 to 8"]),
+])
+def test_bad_search_settings_are_one_line(tmp_path, monkeypatch, capsys, args, words):
+    monkeypatch.chdir(tmp_path)  # in-process (the script's own process: the budget case above)
+    monkeypatch.setattr(sys, "argv", ["mixed_precision.py", *TINY, f"cache_dir={tmp_path / 'cache'}", *args])
+    with pytest.raises(SystemExit) as stop:
+        hydra_entry("mixed")
+    out = capsys.readouterr()
+    assert_one_line_error(subprocess.CompletedProcess(args, stop.value.code, out.out, out.err), *words)
 
 
 @pytest.mark.slow

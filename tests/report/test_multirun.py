@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import TINY
@@ -25,6 +26,7 @@ def offline_env(tmp_path):
     return env
 
 
+@pytest.mark.slow  # 87 s: a real Hydra multirun of tiny runs; tests/report/test_compare.py covers the report in the default run
 def test_multirun_compares_methods_without_network(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", *TINY, f"cache_dir={tmp_path / 'cache'}",
