@@ -27,7 +27,7 @@ def test_points_average_seeds_and_use_the_final_model(tmp_path):
     (tmp_path / "unfinished-s0").mkdir()
     table = write_frontier(runs + [tmp_path / "unfinished-s0"], tmp_path)
     lines = table.splitlines()
-    assert lines[2] == "| eagl-b3 | 2.900 | 47.0 ± nan | 1 |"           # sorted by GBOPs
+    assert lines[2] == "| eagl-b3 | 2.900 | 47.0 | 1 |"             # sorted by GBOPs
     assert lines[3] == "| uniform-w3 | 3.000 | 44.0 ± 2.8 | 2 |"        # folded (after QC) is the final model
     with open(tmp_path / "frontier.csv") as f:
         assert {r["label"] for r in csv.DictReader(f)} == {"uniform-w3", "eagl-b3", "uniform-w4"}

@@ -78,7 +78,9 @@ def write_frontier(run_dirs: list[Path], out: Path) -> str:
                          "(e.g. runs/frontier/*) of runs made by this yoloq version")
     pts = points(rows)
     lines = ["| plan | GBOPs | mAP50-95 x 100 | n |", "|---|---|---|---|"]
-    lines += [f"| {p['label']} | {p['GBOPs']:.3f} | {100 * p['mean']:.1f} ± {100 * p['std']:.1f} | {p['n']} |" for p in pts]
+    for p in pts:  # one seed has no spread: no '± nan'
+        spread = f" ± {100 * p['std']:.1f}" if p["n"] > 1 else ""
+        lines.append(f"| {p['label']} | {p['GBOPs']:.3f} | {100 * p['mean']:.1f}{spread} | {p['n']} |")
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "frontier.md", table + "\n")
