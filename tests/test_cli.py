@@ -29,16 +29,21 @@ def assert_one_line_error(proc, *words):
         assert w in errors[0], errors[0]
 
 
-def train_in_process(*args, tmp_path, monkeypatch, capsys):
-    """The same entry point as scripts/train.py, without a new interpreter (torch's import costs seconds)."""
+def entry_in_process(command, argv, tmp_path, monkeypatch, capsys):
+    """The scripts' own entry point (yoloq.cli.hydra_entry) without a new interpreter (torch's import costs
+    seconds), expected to stop; returns what a subprocess run would have."""
     monkeypatch.chdir(tmp_path)
-    tiny = [o for o in TINY if "data=coco" not in args or not o.startswith("data.")]
-    monkeypatch.setattr(sys, "argv", ["train.py", *tiny, f"cache_dir={tmp_path / 'cache'}",
-                                      f"run_dir={tmp_path / 'run'}", *args])
+    monkeypatch.setattr(sys, "argv", [f"{command}.py", *argv])
     with pytest.raises(SystemExit) as stop:
-        hydra_entry("train")
+        hydra_entry(command)
     out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, stop.value.code, out.out, out.err)
+    return subprocess.CompletedProcess(argv, stop.value.code, out.out, out.err)
+
+
+def train_in_process(*args, tmp_path, monkeypatch, capsys):
+    tiny = [o for o in TINY if "data=coco" not in args or not o.startswith("data.")]
+    argv = [*tiny, f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}", *args]
+    return entry_in_process("train", argv, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("args, words", [

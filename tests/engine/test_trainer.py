@@ -64,7 +64,6 @@ def test_hooks_run_in_order_and_warmup_ramps():
     assert weights[3] == pytest.approx(3 / 100 * 0.01 * 0.505)
 
 
-
 def test_only_evaluated_epochs_carry_map():
     """A skipped evaluation must not repeat the previous mAP under a later epoch (plots would show plateaus)."""
     scores = iter([0.25, 0.5])
@@ -74,6 +73,7 @@ def test_only_evaluated_epochs_carry_map():
                       torch.device("cpu"), [], progress=False)
     assert trainer.fit()["mAP50-95"] == 0.5
     assert [h.get("mAP50-95") for h in trainer.history] == [None, 0.25, 0.5]
+
 
 def test_quant_parameters_get_their_own_adam():
     model = build_model("yolov5n.yaml", ("a", "b"))

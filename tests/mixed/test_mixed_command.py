@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import TINY
-from tests.test_cli import assert_one_line_error
-from yoloq.cli import hydra_entry
+from tests.test_cli import assert_one_line_error, entry_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,12 +48,9 @@ def test_eagl_and_random_plans_fit_the_budget(tmp_path):
     (["budget=1"], ["budget=1 must be a bit width from 2 to 8"]),
 ])
 def test_bad_search_settings_are_one_line(tmp_path, monkeypatch, capsys, args, words):
-    monkeypatch.chdir(tmp_path)  # in-process (the script's own process: the budget case above)
-    monkeypatch.setattr(sys, "argv", ["mixed_precision.py", *TINY, f"cache_dir={tmp_path / 'cache'}", *args])
-    with pytest.raises(SystemExit) as stop:
-        hydra_entry("mixed")
-    out = capsys.readouterr()
-    assert_one_line_error(subprocess.CompletedProcess(args, stop.value.code, out.out, out.err), *words)
+    # in-process (the script's own process: the budget case above)
+    argv = [*TINY, f"cache_dir={tmp_path / 'cache'}", *args]
+    assert_one_line_error(entry_in_process("mixed", argv, tmp_path, monkeypatch, capsys), *words)
 
 
 @pytest.mark.slow
