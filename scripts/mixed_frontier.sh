@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The mixed-precision frontier of issue 18: uniform W4A4, W3A3, W2A2 and the EAGL, ALPS and random plans of the
-# budgets below (BOPs of uniform WbAb), each trained with the comparison recipe and EMA+QC for every seed, then
-# runs/frontier/frontier.{md,csv,png}. ALPS starts from the seed's trained W4A4 model (its QAT checkpoint) and scores
-# the layers once per seed: the other budgets reuse its alps_scores.json. Finished runs and plans are skipped, so
-# the same command continues a stopped frontier.
-#   bash scripts/mixed_frontier.sh [seeds (default "0 1")] [budgets (default "2.5 3 3.5")] [extra overrides...]
+# budgets below (BOPs of uniform WbAb), each trained with the comparison recipe (trainer=converged) for every seed,
+# then runs/frontier/frontier.{md,csv,png}. ALPS scores the layers once per seed (the other budgets reuse its
+# alps_scores.json), from the cached FP model quantized at W4A4 or, with ALPS_FROM=w4, from the seed's trained W4A4
+# run. Finished runs and plans are skipped, so the same command continues a stopped frontier.
+#   [METHOD=lsq] [ALPS_FROM=fp|w4] bash scripts/mixed_frontier.sh [seeds (default "0 1")] [budgets (default
+#   "2.5 3 3.5")] [extra overrides...]
+# The defaults are what docs/RESULTS.md measured: LSQ (METHOD=ema_qc for EMA+QC), ALPS from the FP model.
 set -euo pipefail
+method=${METHOD:-lsq}; alps_from=${ALPS_FROM:-fp}
+case $alps_from in fp|w4) ;; *) echo "ALPS_FROM=$alps_from: use fp or w4" >&2; exit 2;; esac
 seeds=${1:-"0 1"}; budgets=${2:-"2.5 3 3.5"}; shift $(( $# > 2 ? 2 : $# )) || true
 out=runs/frontier
 train() {  # train <folder name> <overrides...>
   local dir=$out/$1; shift
   [ -f "$dir/results.json" ] && { echo "$dir: finished before, skipped"; return; }
   local resume=""; [ -d "$dir" ] && resume="resume=true"
-  python scripts/train.py trainer=converged method=ema_qc export.onnx=false logger.diagnostics=false \
+  python scripts/train.py trainer=converged method=$method export.onnx=false logger.diagnostics=false \
     run_dir="$dir" $resume "$@" "${EXTRA[@]}"
 }
 EXTRA=("$@")
@@ -22,7 +26,7 @@ for s in $seeds; do
     for search in eagl alps random; do
       plan=$out/plans/$search-b$budget-s$s; from=()
       if [ $search = alps ]; then
-        from=(+checkpoint=$out/uniform-w4-s$s/qat.pt)
+        [ $alps_from = w4 ] && from=(+checkpoint=$out/uniform-w4-s$s/qat.pt)
         scored=$(ls $out/plans/alps-b*-s$s/alps_scores.json 2>/dev/null | head -1 || true)
         [ -n "$scored" ] && [ ! -f "$plan/alps_scores.json" ] && mkdir -p "$plan" && cp "$scored" "$plan/"
       fi

@@ -61,3 +61,16 @@ def test_frontier_script_on_tiny_data(tmp_path):
         assert f"| {label} |" in table
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 6
+
+
+def test_frontier_script_refuses_an_unknown_alps_start(tmp_path):
+    """ALPS_FROM names where ALPS starts (fp or w4); anything else stops before any run, in one line."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "mixed_frontier.sh"
+    proc = subprocess.run(["bash", str(script), "0", "3"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "ALPS_FROM": "w3"})
+    assert proc.returncode == 2 and proc.stderr.strip() == "ALPS_FROM=w3: use fp or w4"
+    assert not (tmp_path / "runs").exists()
