@@ -97,6 +97,10 @@ def test_alps_scores_each_group_on_held_out_images_and_continues_a_stopped_searc
     assert cost["alps_candidates"] == 5 and cost["alps_finetune_steps"] == 5 * 2 == 5 * cost["alps_steps_per_candidate"]
     assert layer_bits(model)[groups[0][0]] == (4, 4)  # every candidate fine-tunes a copy
 
-    # the same search again (e.g. after a stop): every candidate's score is reused, nothing fine-tunes
+    # the same search again (e.g. after a stop, or another budget): every candidate's score is reused, nothing
+    # fine-tunes, and the cost reported is still the search's
+    first = cost
     again, cost = alps_scores(cfg, model, groups, [4, 3, 2], held, calib, device, path, identity, progress=False)
-    assert again == scores and cost["alps_finetune_steps"] == 0
+    assert again == scores and cost["alps_reused_candidates"] == 5
+    assert cost["alps_finetune_steps"] == first["alps_finetune_steps"] == 10
+    assert first["alps_seconds"] <= cost["alps_seconds"] < first["alps_seconds"] + 5

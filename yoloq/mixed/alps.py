@@ -126,11 +126,14 @@ def alps_scores(cfg, model: nn.Module, groups: list[list[str]], choices: list[in
     candidates of an earlier, stopped search with the same identity are reused from scores_path."""
     scores_path = Path(scores_path)
     done: dict[str, float] = {}
+    earlier = {"seconds": 0.0, "steps": 0}  # the cost of the candidates scored before (a stopped or reused search)
     if scores_path.is_file():
         saved = json.loads(scores_path.read_text())
         if saved.get("identity") == identity:
             done = saved["mAP"]
+            earlier = saved.get("cost", earlier)
             log.info("ALPS: %d candidate(s) already scored in %s", len(done), scores_path)
+    reused = len(done)
     todo = [("base", None, None)] + [(candidate_key(g, b), g, b) for g in groups for b in choices[1:]]
     recipe = finetune_recipe(cfg)
     start, steps = time.time(), 0
@@ -148,10 +151,13 @@ def alps_scores(cfg, model: nn.Module, groups: list[list[str]], choices: list[in
             log.setLevel(quiet)
         steps += trainer.step
         done[key] = float(metrics["mAP50-95"])
-        write_json_atomic(scores_path, {"identity": identity, "mAP": done})
+        spent = {"seconds": earlier["seconds"] + time.time() - start, "steps": earlier["steps"] + steps}
+        write_json_atomic(scores_path, {"identity": identity, "mAP": done, "cost": spent})
         bar.set_postfix({"last": key, "mAP": f"{done[key]:.4f}", "base": f"{done.get('base', float('nan')):.4f}"})
-    cost = {"alps_seconds": round(time.time() - start, 1), "alps_finetune_steps": steps,
-            "alps_candidates": len(todo), "alps_steps_per_candidate": len(held.loader),
+    # the whole search's cost, the candidates reused from alps_scores.json included (0 s for them would mislead)
+    cost = {"alps_seconds": round(earlier["seconds"] + time.time() - start, 1),
+            "alps_finetune_steps": earlier["steps"] + steps, "alps_candidates": len(todo),
+            "alps_reused_candidates": reused, "alps_steps_per_candidate": len(held.loader),
             "alps_finetune_images": held.finetune_images, "alps_holdout_images": held.holdout_images}
     return done, cost
 

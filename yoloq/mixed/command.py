@@ -97,10 +97,10 @@ def run_alps(cfg, model, groups, choices, run_dir: Path, source: str):
                 "seed": int(cfg.seed), "recipe": str(finetune_recipe(cfg)), "calib_batches": int(cfg.quant.calib_batches)}
     scores, cost = alps_scores(cfg, start_model.to(device), groups, choices, held, calib, device,
                                run_dir / "alps_scores.json", identity, progress=bool(cfg.progress))
-    log.info("ALPS: %d candidates (%d fine-tuning steps each on %d images, held-out %d images) in %.1f min; "
-             "held-out mAP50-95 at W%dA%d %.4f", cost["alps_candidates"], cost["alps_steps_per_candidate"],
-             cost["alps_finetune_images"], cost["alps_holdout_images"], cost["alps_seconds"] / 60, high, high,
-             scores["base"])
+    log.info("ALPS: %d candidates (%d fine-tuning steps each on %d images, held-out %d images; %d scored before, "
+             "in alps_scores.json) in %.1f min; held-out mAP50-95 at W%dA%d %.4f", cost["alps_candidates"],
+             cost["alps_steps_per_candidate"], cost["alps_finetune_images"], cost["alps_holdout_images"],
+             cost["alps_reused_candidates"], cost["alps_seconds"] / 60, high, high, scores["base"])
     return scores, {**cost, "alps_base_mAP50-95": scores["base"]}
 
 
