@@ -103,4 +103,4 @@ def test_alps_scores_each_group_on_held_out_images_and_continues_a_stopped_searc
     again, cost = alps_scores(cfg, model, groups, [4, 3, 2], held, calib, device, path, identity, progress=False)
     assert again == scores and cost["alps_reused_candidates"] == 5
     assert cost["alps_finetune_steps"] == first["alps_finetune_steps"] == 10
-    assert first["alps_seconds"] <= cost["alps_seconds"] < first["alps_seconds"] + 5
+    assert first["alps_seconds"] > 1 and cost["alps_seconds"] == pytest.approx(first["alps_seconds"], abs=0.5)
