@@ -35,6 +35,28 @@ def test_points_average_seeds_and_use_the_final_model(tmp_path):
         assert im.format == "PNG"
 
 
+def test_plans_are_paired_with_uniform_and_random_of_their_budget(tmp_path):
+    uniform = {0: 0.40, 1: 0.42, 2: 0.38}
+    runs = [fake_run(tmp_path / f"uniform-w3-s{s}", s, 3.0, v) for s, v in uniform.items()]
+    runs += [fake_run(tmp_path / f"alps-b3-s{s}", s, 2.9, uniform[s] + d) for s, d in {0: 0.05, 1: 0.04, 2: 0.06}.items()]
+    runs += [fake_run(tmp_path / f"random-b3-s{s}", s, 2.9, uniform[s] + d) for s, d in {0: 0.01, 1: -0.03}.items()]
+    runs += [fake_run(tmp_path / "alps-b3.5-s0", 0, 4.0, 0.5), fake_run(tmp_path / "uniform-w4-s7", 7, 5.0, 0.6)]
+    from yoloq.report.frontier import paired_gaps, run_row
+
+    gaps = {(g["plan"], g["baseline"]): g for g in paired_gaps([run_row(r) for r in runs])}
+    # b3.5 has no uniform or random of its budget, and uniform W4A4 ran another seed: neither is paired
+    assert set(gaps) == {("alps-b3", "uniform-w3"), ("alps-b3", "random-b3"), ("random-b3", "uniform-w3")}
+    vs_uniform = gaps[("alps-b3", "uniform-w3")]
+    assert vs_uniform["n"] == 3 and abs(vs_uniform["mean_diff"] - 0.05) < 1e-12
+    half = 4.302652729911275 * 0.01 / 3 ** 0.5  # t(0.975, 2) x sd / sqrt(n)
+    assert abs(vs_uniform["ci_high"] - vs_uniform["ci_low"] - 2 * half) < 1e-9
+    vs_random = gaps[("alps-b3", "random-b3")]  # only the seeds random ran
+    assert vs_random["seeds"] == [0, 1] and abs(vs_random["mean_diff"] - 0.055) < 1e-12
+    table = write_frontier(runs, tmp_path)
+    assert "| alps-b3 | uniform-w3 | **+5.0 [+2.5, +7.5]** (n=3) | s0: +5.0, s1: +4.0, s2: +6.0 |" in table
+    assert "| random-b3 | uniform-w3 | -1.0 [-26.4, +24.4] (n=2) | s0: +1.0, s1: -3.0 |" in table
+
+
 def test_no_runs_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="no finished quantized runs"):
         write_frontier([tmp_path], tmp_path)

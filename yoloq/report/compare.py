@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from yoloq.atomic import write_text_atomic
+from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import method_comparison, save
 
 METRICS = ("mAP50-95", "mAP50", "mask_mAP50-95", "mask_mAP50")  # box, and mask for -seg runs
@@ -113,8 +113,6 @@ def _by_seed(rows: list[dict], metric: str) -> dict:
 def paired_differences(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> list[dict]:
     """Each method minus the baseline at the same bit width, over the seeds both ran: n, the mean difference
     and its 95% confidence interval (t with n - 1 degrees of freedom; none for one seed)."""
-    from scipy.stats import t as student_t  # here: the multirun callback imports this module in every run
-
     by_seed = _by_seed(rows, metric)
     _, labels, bits, _ = grid(rows, metric)
     out = []
@@ -126,19 +124,10 @@ def paired_differences(rows: list[dict], metric: str = "mAP50-95", baseline: str
             seeds = sorted(set(by_seed[(m, b)]) & set(base))
             if not seeds:
                 continue
-            diffs = [by_seed[(m, b)][s] - base[s] for s in seeds]
-            mean, n = statistics.fmean(diffs), len(diffs)
-            half = student_t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else float("nan")
-            out.append({"method": m, "baseline": baseline, "bits": b, "n": n, "seeds": seeds, "mean_diff": mean,
-                        "ci_low": mean - half, "ci_high": mean + half})
+            mean, low, high = mean_interval([by_seed[(m, b)][s] - base[s] for s in seeds])
+            out.append({"method": m, "baseline": baseline, "bits": b, "n": len(seeds), "seeds": seeds,
+                        "mean_diff": mean, "ci_low": low, "ci_high": high})
     return out
-
-
-def _diff_cell(d: dict) -> str:
-    if d["n"] < 2:
-        return f"{100 * d['mean_diff']:+.1f} (n=1, no interval)"
-    real = "**" if d["ci_low"] > 0 or d["ci_high"] < 0 else ""  # the interval excludes 0
-    return f"{real}{100 * d['mean_diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]{real} (n={d['n']})"
 
 
 def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> str:
@@ -148,7 +137,8 @@ def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "ls
         return ""
     bits = list(dict.fromkeys(d["bits"] for d in diffs))
     methods = list(dict.fromkeys(d["method"] for d in diffs))
-    cell = {(d["method"], d["bits"]): _diff_cell(d) for d in diffs}
+    cell = {(d["method"], d["bits"]): interval_cell(d["mean_diff"], d["ci_low"], d["ci_high"], d["n"])
+            for d in diffs}
     lines = [f"| vs {baseline}, paired | {' | '.join(bits)} |", "|---|" + "---|" * len(bits)]
     lines += [f"| {m} | " + " | ".join(cell.get((m, b), "") for b in bits) + " |" for m in methods]
     note = (f"\n\n{metric} x 100: mean of the per-seed differences to {baseline} on the seeds both ran, [95% "

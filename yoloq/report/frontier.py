@@ -2,6 +2,8 @@
 uniform bit width (mean over seeds, error bar = sample std), from each run's results.json (its QAT stage's
 GBOPs; its final quantized mAP: folded after QC, else QAT). A run's label is its folder name without the
 `-s<seed>` suffix, e.g. `uniform-w3`, `eagl-b3`, `random-b3` (scripts/mixed_frontier.sh names them so).
+Below the table, each plan against what it must beat at its budget (uniform WbAb where b is a whole bit width,
+and for EAGL / ALPS the random plan of that budget), paired on the seeds both ran, with a 95% interval.
 
     python -m yoloq.report.frontier runs/frontier/*      # -> frontier.md, frontier.csv, frontier.png"""
 
@@ -20,6 +22,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from yoloq.atomic import write_text_atomic
+from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import save
 
 FINAL = ("folded", "qat")  # the run's last quantized model
@@ -52,6 +55,36 @@ def points(rows: list[dict]) -> list[dict]:
     return sorted(out, key=lambda p: p["GBOPs"])
 
 
+def paired_gaps(rows: list[dict]) -> list[dict]:
+    """Each `<search>-b<budget>` plan minus `uniform-w<budget>` and (unless it is random) `random-b<budget>`,
+    per seed both ran; the mean with its interval. Pairing removes what a seed shares across plans."""
+    by = defaultdict(dict)  # label -> {seed: mAP50-95}
+    for r in rows:
+        by[r["label"]][r["seed"]] = r["mAP50-95"]
+    out = []
+    plans = [(m.group(1), m.group(2), label) for label in by if (m := re.fullmatch(r"(.+)-b([\d.]+)", label))]
+    for search, budget, label in sorted(plans, key=lambda p: (float(p[1]), p[0])):
+        for base in [f"uniform-w{budget}"] + ([f"random-b{budget}"] if search != "random" else []):
+            seeds = sorted(set(by[label]) & set(by.get(base, {})))
+            if not seeds:
+                continue
+            per_seed = [by[label][s] - by[base][s] for s in seeds]
+            mean, low, high = mean_interval(per_seed)
+            out.append({"plan": label, "baseline": base, "n": len(seeds), "seeds": seeds, "per_seed": per_seed,
+                        "mean_diff": mean, "ci_low": low, "ci_high": high})
+    return out
+
+
+def gaps_table(gaps: list[dict]) -> str:
+    lines = ["| plan | against | mean difference [95% CI] | per seed |", "|---|---|---|---|"]
+    for g in gaps:
+        per_seed = ", ".join(f"s{s}: {100 * d:+.1f}" for s, d in zip(g["seeds"], g["per_seed"]))
+        lines.append(f"| {g['plan']} | {g['baseline']} | "
+                     f"{interval_cell(g['mean_diff'], g['ci_low'], g['ci_high'], g['n'])} | {per_seed} |")
+    return "\n".join(lines) + ("\n\nmAP50-95 x 100, paired on seeds (Student's t over the per-seed differences; "
+                               "bold where the interval excludes 0)")
+
+
 def frontier_plot(pts: list[dict]) -> Figure:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
@@ -82,6 +115,9 @@ def write_frontier(run_dirs: list[Path], out: Path) -> str:
         spread = f" ± {100 * p['std']:.1f}" if p["n"] > 1 else ""
         lines.append(f"| {p['label']} | {p['GBOPs']:.3f} | {100 * p['mean']:.1f}{spread} | {p['n']} |")
     table = "\n".join(lines)
+    gaps = paired_gaps(rows)
+    if gaps:
+        table += "\n\n" + gaps_table(gaps)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "frontier.md", table + "\n")
     buffer = io.StringIO(newline="")
