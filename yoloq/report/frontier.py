@@ -85,21 +85,26 @@ def gaps_table(gaps: list[dict]) -> str:
                                "bold where the interval excludes 0)")
 
 
-def frontier_plot(pts: list[dict]) -> Figure:
+def frontier_plot(pts: list[dict], rows: list[dict]) -> Figure:
+    """Mean ± std per plan; every seed's run as a faint dot, since a searched plan's BOPs differ between seeds."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     kinds = defaultdict(list)
     for p in pts:
         kinds[p["label"].split("-")[0]].append(p)
     for kind, ps in kinds.items():
-        ax.errorbar([p["GBOPs"] for p in ps], [100 * p["mean"] for p in ps],
-                    yerr=[0 if p["std"] != p["std"] else 100 * p["std"] for p in ps], capsize=3,
-                    marker="o" if kind == "uniform" else "s", ls="-" if kind == "uniform" else "none", label=kind)
+        bars = ax.errorbar([p["GBOPs"] for p in ps], [100 * p["mean"] for p in ps],
+                           yerr=[0 if p["std"] != p["std"] else 100 * p["std"] for p in ps], capsize=3,
+                           marker="o" if kind == "uniform" else "s", ls="-" if kind == "uniform" else "none",
+                           label=kind)
+        runs = [r for r in rows if r["label"].split("-")[0] == kind]
+        ax.scatter([r["GBOPs"] for r in runs], [100 * r["mAP50-95"] for r in runs], s=10, alpha=0.35,
+                   color=bars.lines[0].get_color())
         for p in ps:
             ax.annotate(p["label"], (p["GBOPs"], 100 * p["mean"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     ax.set(xlabel="GBOPs (MACs x weight bits x activation bits)", ylabel="mAP50-95 x 100",
-           title="mixed precision: accuracy against compute (mean ± std over seeds)")
+           title="mixed precision: accuracy against compute (mean ± std over seeds, dots: runs)")
     ax.legend(fontsize=8)
     return fig
 
@@ -125,7 +130,7 @@ def write_frontier(run_dirs: list[Path], out: Path) -> str:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out / "frontier.csv", buffer.getvalue())
-    save(frontier_plot(pts), out / "frontier.png")
+    save(frontier_plot(pts, rows), out / "frontier.png")
     return table
 
 
