@@ -41,11 +41,14 @@ def test_plans_are_paired_with_uniform_and_random_of_their_budget(tmp_path):
     runs += [fake_run(tmp_path / f"alps-b3-s{s}", s, 2.9, uniform[s] + d) for s, d in {0: 0.05, 1: 0.04, 2: 0.06}.items()]
     runs += [fake_run(tmp_path / f"random-b3-s{s}", s, 2.9, uniform[s] + d) for s, d in {0: 0.01, 1: -0.03}.items()]
     runs += [fake_run(tmp_path / "alps-b3.5-s0", 0, 4.0, 0.5), fake_run(tmp_path / "uniform-w4-s7", 7, 5.0, 0.6)]
+    runs += [fake_run(tmp_path / "eagl-b4.0-s7", 7, 4.9, 0.58)]
     from yoloq.report.frontier import paired_gaps, run_row
 
     gaps = {(g["plan"], g["baseline"]): g for g in paired_gaps([run_row(r) for r in runs])}
-    # b3.5 has no uniform or random of its budget, and uniform W4A4 ran another seed: neither is paired
-    assert set(gaps) == {("alps-b3", "uniform-w3"), ("alps-b3", "random-b3"), ("random-b3", "uniform-w3")}
+    # b3.5 has no uniform or random of its budget: not paired; budget 4.0 is uniform W4A4's
+    assert set(gaps) == {("alps-b3", "uniform-w3"), ("alps-b3", "random-b3"), ("random-b3", "uniform-w3"),
+                         ("eagl-b4.0", "uniform-w4")}
+    assert abs(gaps[("eagl-b4.0", "uniform-w4")]["mean_diff"] + 0.02) < 1e-12
     vs_uniform = gaps[("alps-b3", "uniform-w3")]
     assert vs_uniform["n"] == 3 and abs(vs_uniform["mean_diff"] - 0.05) < 1e-12
     half = 4.302652729911275 * 0.01 / 3 ** 0.5  # t(0.975, 2) x sd / sqrt(n)

@@ -64,7 +64,8 @@ def paired_gaps(rows: list[dict]) -> list[dict]:
     out = []
     plans = [(m.group(1), m.group(2), label) for label in by if (m := re.fullmatch(r"(.+)-b([\d.]+)", label))]
     for search, budget, label in sorted(plans, key=lambda p: (float(p[1]), p[0])):
-        for base in [f"uniform-w{budget}"] + ([f"random-b{budget}"] if search != "random" else []):
+        # budget=4.0 is W4A4's cost too
+        for base in [f"uniform-w{float(budget):g}"] + ([f"random-b{budget}"] if search != "random" else []):
             seeds = sorted(set(by[label]) & set(by.get(base, {})))
             if not seeds:
                 continue
