@@ -14,8 +14,8 @@ def mean_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float
     mean, n = statistics.fmean(diffs), len(diffs)
     if n < 2:
         return mean, float("nan"), float("nan")
-    half = student_t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    low, high = student_t.interval(level, n - 1, loc=mean, scale=statistics.stdev(diffs) / math.sqrt(n))
+    return mean, float(low), float(high)
 
 
 def interval_cell(mean: float, low: float, high: float, n: int) -> str:
