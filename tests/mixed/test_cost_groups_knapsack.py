@@ -12,7 +12,8 @@ from yoloq.errors import UserError
 from yoloq.mixed.cost import bops, conv_macs, weight_bytes
 from yoloq.mixed.eagl import eagl_gain, weight_entropy
 from yoloq.mixed.groups import check_shared_precision, shared_input_groups
-from yoloq.mixed.knapsack import Option, solve
+from yoloq.mixed.knapsack import Option, solve, spend_leftover
+from yoloq.mixed.search import choose
 from yoloq.models.build import build_model
 
 
@@ -65,6 +66,36 @@ def test_knapsack_is_exact_against_brute_force():
         picks, cost, gain = solve(groups, budget)
         assert gain == pytest.approx(best) and cost <= budget
         assert cost == pytest.approx(sum(g[i].cost for g, i in zip(groups, picks)))
+
+
+def test_unspent_budget_goes_to_groups_of_no_measured_gain_without_losing_gain():
+    rng = random.Random(1)
+    for _ in range(200):  # many zero gains, as ALPS's clipped drops give: the exact optimum is then often cheap
+        groups = [[Option(rng.randint(1, 30) * b * b, rng.choice([0.0, 0.0, rng.uniform(0, 2)]) * (b > 2))
+                   for b in (4, 2)] for _ in range(rng.randint(1, 7))]
+        groups = [[g[1], g[0]] if rng.random() < 0.5 else g for g in groups]  # option order must not matter
+        budget = sum(min(o.cost for o in g) for g in groups) + rng.uniform(0, 400)
+        optimum, _, best = solve(groups, budget)
+        picks = spend_leftover(groups, optimum, budget, range(len(groups)))
+        cost = sum(g[i].cost for g, i in zip(groups, picks))
+        assert cost <= budget and sum(g[i].gain for g, i in zip(groups, picks)) == pytest.approx(best)
+        for g, i in zip(groups, picks):  # nothing is left that could still be raised at no loss of gain
+            assert not any(o.gain >= g[i].gain and g[i].cost < o.cost <= g[i].cost + budget - cost for o in g)
+
+
+def test_a_plan_of_equal_gains_keeps_the_most_promising_groups_high_within_budget():
+    macs = {"first": 10, "a": 10, "b": 10, "c": 10, "last": 10}
+    groups = [["first"], ["a"], ["b"], ["c"], ["last"]]
+    fixed = {"first": (8, 8), "last": (8, 8)}
+    gain = {("a", 4): 1.0}  # only a showed a drop; b and c none (clipped at zero)
+    budget = 2 * 10 * 64 + 10 * (16 + 16 + 4)  # room for a and one more group at 4 bits
+    prefer = {"a": 0.1, "b": -0.02, "c": 0.01}.__getitem__  # raw drops: c's lowering looked worse than b's
+    choice = choose(groups, macs, [4, 2], lambda g, b: gain.get((g[0], b), 0.0), budget, fixed,
+                    prefer=lambda g: prefer(g[0]))
+    assert choice.plan == {"a": (4, 4), "b": (2, 2), "c": (4, 4)} and choice.bops == budget
+    assert choice.raised_to_fill == 1 and choice.predicted_gain == pytest.approx(1.0)
+    cheapest = choose(groups, macs, [4, 2], lambda g, b: gain.get((g[0], b), 0.0), budget - 1, fixed)
+    assert cheapest.plan == {"a": (4, 4), "b": (2, 2), "c": (2, 2)} and cheapest.raised_to_fill == 0
 
 
 def test_groups_on_yolov5n_are_c3_pairs_and_shared_head_inputs():

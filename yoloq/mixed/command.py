@@ -130,7 +130,7 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
     fixed = {n: qcfg.for_layer(True) for n in high}
     groups = shared_input_groups(model)
     budget = int(m.budget_bops) if m.get("budget_bops") is not None else int(uniform_bops(macs, float(m.budget), fixed))
-    scores, extra = None, {}
+    scores, extra, prefer = None, {}, None
     if m.search == "eagl":
         scores = layer_entropies(model, choices[0], bool(cfg.quant.per_channel))
         gain = lambda g, b: sum(eagl_gain(scores[n], b, choices[-1]) for n in g)  # noqa: E731
@@ -139,9 +139,10 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
         alps, extra = run_alps(cfg, model, free, choices, run_dir, source)
         gain = alps_gain(alps, choices)
         scores = {n: alps["base"] - alps[candidate_key(g, choices[-1])] for g in free for n in g}
+        prefer = lambda g: scores[g[0]]  # noqa: E731  (the raw drop: spare budget goes to the likeliest to matter)
     else:
         gain = random_gains(int(cfg.seed))
-    choice = choose(groups, macs, choices, gain, budget, fixed)
+    choice = choose(groups, macs, choices, gain, budget, fixed, prefer)
     seconds = time.time() - start
     all_bits = {**fixed, **choice.plan}
     figures = {
@@ -149,6 +150,7 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
         "bops": choice.bops, "budget_uniform_bits": None if m.get("budget_bops") is not None else m.budget,
         "uniform_bops": {f"W{b}A{b}": uniform_bops(macs, b, fixed) for b in choices},
         "size_bytes": weight_bytes(model, all_bits), "predicted_gain": choice.predicted_gain,
+        "groups_raised_to_fill_budget": choice.raised_to_fill,
         "avg_bits": sum(macs[n] * all_bits[n][0] for n in macs) / sum(macs.values()),
         "imgsz": imgsz, "search_seconds": round(seconds, 2), **extra,
     }
@@ -156,7 +158,8 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
     print(table(groups, macs, choice, scores if m.search != "random" else None,
                 "H bits" if m.search == "eagl" else "mAP drop"))
     print(f"\n{m.search}: {len(choice.plan)} layers in {sum(1 for g in groups if g[0] in choice.plan)} groups; "
-          f"{choice.bops / 1e9:.3f} GBOPs of a {choice.budget_bops / 1e9:.3f} budget; weights "
+          f"{choice.bops / 1e9:.3f} GBOPs of a {choice.budget_bops / 1e9:.3f} budget ({choice.raised_to_fill} groups of no "
+          f"measured gain kept high in budget the optimum left); weights "
           f"{figures['size_bytes'] / 1024:.1f} KiB; searched in {seconds:.1f} s\n"
           f"wrote {run_dir / 'layer_bits.yaml'}; train it with: python scripts/train.py "
           f"quant.layer_bits={run_dir / 'layer_bits.yaml'} method=ema_qc", flush=True)

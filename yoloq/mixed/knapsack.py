@@ -46,3 +46,21 @@ def solve(groups: Sequence[Sequence[Option]], budget: float) -> tuple[list[int],
     cost = max(states, key=lambda c: (states[c][0], -c))
     gain, picks = states[cost]
     return list(picks), cost, gain
+
+
+def spend_leftover(groups: Sequence[Sequence[Option]], picks: list[int], budget: float,
+                   order: Sequence[int]) -> list[int]:
+    """`solve` returns the cheapest of the plans of highest gain, so where many groups gain nothing measurable (ALPS's
+    drops at or below zero, noise) it can leave much of the budget unspent. Raise the groups, in `order` (most
+    promising first), each to its costliest option that gains no less and fits what is left: the total gain stays
+    the optimum, and layers that showed no drop are kept high rather than lowered for nothing."""
+    picks = list(picks)
+    left = budget - sum(g[i].cost for g, i in zip(groups, picks))
+    for k in order:
+        now = groups[k][picks[k]]
+        fits = [j for j, o in enumerate(groups[k]) if o.gain >= now.gain and now.cost < o.cost <= now.cost + left]
+        if fits:
+            j = max(fits, key=lambda j: groups[k][j].cost)
+            left -= groups[k][j].cost - now.cost
+            picks[k] = j
+    return picks

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from yoloq.mixed.cost import bops
-from yoloq.mixed.knapsack import Option, solve
+from yoloq.mixed.knapsack import Option, solve, spend_leftover
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Choice:
     bops: int
     budget_bops: int
     predicted_gain: float
+    raised_to_fill: int = 0  # groups kept higher than the exact optimum needs, in its unspent budget, at no loss of gain
 
 
 def uniform_bops(macs: Mapping[str, int], bits: float, fixed: Mapping[str, tuple[int, int]]) -> float:
@@ -31,16 +32,22 @@ def uniform_bops(macs: Mapping[str, int], bits: float, fixed: Mapping[str, tuple
 
 def choose(groups: list[list[str]], macs: Mapping[str, int], choices: list[int],
            gain: Callable[[list[str], int], float], budget_bops: int,
-           fixed: Mapping[str, tuple[int, int]]) -> Choice:
+           fixed: Mapping[str, tuple[int, int]], prefer: Callable[[list[str]], float] | None = None) -> Choice:
     """The plan of highest summed gain whose BOPs (fixed layers included) are within budget_bops; weights and
-    activations of a group take the same bit width b (WbAb, as the budget's uniform models)."""
+    activations of a group take the same bit width b (WbAb, as the budget's uniform models). Budget the optimum
+    leaves unspent goes to groups whose higher bits gain no less, highest `prefer` first (ALPS: the raw, unclipped
+    drop), so that equal gains do not make the plan cheaper than its budget."""
     free = [g for g in groups if not set(g) & set(fixed)]
     fixed_cost = bops({n: macs[n] for n in fixed}, fixed)
     options = [[Option(sum(macs[n] for n in g) * b * b, gain(g, b)) for b in choices] for g in free]
-    picks, _, total_gain = solve(options, budget_bops - fixed_cost)
+    optimum, _, _ = solve(options, budget_bops - fixed_cost)
+    order = sorted(range(len(free)), key=lambda k: -prefer(free[k])) if prefer else range(len(free))
+    picks = spend_leftover(options, optimum, budget_bops - fixed_cost, order)
     plan = {n: (choices[i], choices[i]) for g, i in zip(free, picks) for n in g}
     total = bops(macs, {**{n: fixed[n] for n in fixed}, **plan})
-    return Choice(plan, [choices[i] for i in picks], total, budget_bops, total_gain)
+    raised = sum(a != b for a, b in zip(picks, optimum))
+    return Choice(plan, [choices[i] for i in picks], total, budget_bops, sum(o[i].gain for o, i in zip(options, picks)),
+                  raised)
 
 
 def random_gains(seed: int) -> Callable[[list[str], int], float]:
