@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from yoloq.errors import UserError
-from yoloq.mixed.alps import alps_gain, check_high, layer_bits, lower, split_indices
+from yoloq.mixed.alps import alps_gain, check_high, finetune_fraction, layer_bits, lower, split_indices
 from yoloq.quant import QuantConfig, quantize_model
 
 
@@ -37,6 +37,14 @@ def quantized_net(bits=4):
     torch.manual_seed(0)
     calib = [torch.randn(2, 3, 16, 16) for _ in range(2)]
     return quantize_model(Net(), QuantConfig(w_bits=bits, a_bits=bits), calib, ["a", "d"]), calib
+
+
+def test_the_fine_tuning_share_is_one_epoch_on_a_gpu_and_a_tenth_on_cpu_unless_given():
+    assert finetune_fraction("auto", torch.device("cuda")) == 1.0
+    assert finetune_fraction("auto", torch.device("cpu")) == 0.1
+    assert finetune_fraction(0.5, torch.device("cuda")) == 0.5
+    with pytest.raises(UserError, match=r"mixed.alps.fraction=half is not a number: .* or auto"):
+        finetune_fraction("half", torch.device("cpu"))
 
 
 def test_lowering_a_group_reinitialises_only_its_quantizers():

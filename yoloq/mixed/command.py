@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from yoloq.config import quant_config, resolve_device
 from yoloq.errors import UserError
-from yoloq.mixed.alps import (QUANT_CONVS, alps_gain, alps_scores, candidate_key, check_high, finetune_recipe,
-                              held_out_data, split_indices)
+from yoloq.mixed.alps import (QUANT_CONVS, alps_gain, alps_scores, candidate_key, check_high, finetune_fraction,
+                              finetune_recipe, held_out_data, split_indices)
 from yoloq.mixed.cost import conv_macs, weight_bytes
 from yoloq.mixed.eagl import eagl_gain, layer_entropies
 from yoloq.mixed.groups import shared_input_groups
@@ -42,7 +42,7 @@ def validate_mixed(m) -> None:
         raise UserError(f"search={m.search} is unknown: use one of {', '.join(SEARCHES)}")
     bit_choices(m)
     if m.search == "alps":  # before any training; the held-out share of the images is checked with the data
-        split_indices(10**9, int(m.alps.holdout), float(m.alps.fraction))
+        split_indices(10**9, int(m.alps.holdout), finetune_fraction(m.alps.fraction, torch.device("cpu")))
     if m.get("budget_bops") is None and (isinstance(m.budget, bool) or not isinstance(m.budget, (int, float))
                                          or not 2 <= m.budget <= 8):
         raise UserError(f"budget={m.budget} must be a bit width from 2 to 8 (the BOPs of uniform WbAb with first and "
@@ -93,7 +93,7 @@ def run_alps(cfg, model, groups, choices, run_dir: Path, source: str):
         start_model = quantize_model(copy.deepcopy(model).to(device), quant_config(cfg), calib,
                                      high_precision_layers(model), layer_bits={n: (high, high) for g in groups for n in g})
     a = cfg.mixed.alps
-    identity = {"source": source, "choices": choices, "holdout": int(a.holdout), "fraction": float(a.fraction),
+    identity = {"source": source, "choices": choices, "holdout": int(a.holdout), "fraction": finetune_fraction(a.fraction, device),
                 "seed": int(cfg.seed), "recipe": str(finetune_recipe(cfg)), "calib_batches": int(cfg.quant.calib_batches)}
     scores, cost = alps_scores(cfg, start_model.to(device), groups, choices, held, calib, device,
                                run_dir / "alps_scores.json", identity, progress=bool(cfg.progress))
