@@ -4,12 +4,17 @@
 # then runs/frontier/frontier.{md,csv,png}. ALPS scores the layers once per seed (the other budgets reuse its
 # alps_scores.json), from the cached FP model quantized at W4A4 or, with ALPS_FROM=w4, from the seed's trained W4A4
 # run. Finished runs and plans are skipped, so the same command continues a stopped frontier.
-#   [METHOD=lsq] [ALPS_FROM=fp|w4] bash scripts/mixed_frontier.sh [seeds (default "0 1")] [budgets (default
-#   "2.5 3 3.5")] [extra overrides...]
+#   [METHOD=lsq] [ALPS_FROM=fp|w4] [UNIFORM="4 3 2"] bash scripts/mixed_frontier.sh [seeds (default "0 1")]
+#   [budgets (default "2.5 3 3.5")] [extra overrides...]
+# UNIFORM picks the uniform widths to train (e.g. UNIFORM=3 with seeds "2" and budgets "3": one more seed at W3A3's cost).
 # The defaults are what docs/RESULTS.md measured: LSQ (METHOD=ema_qc for EMA+QC), ALPS from the FP model.
 set -euo pipefail
 method=${METHOD:-lsq}; alps_from=${ALPS_FROM:-fp}
 case $alps_from in fp|w4) ;; *) echo "ALPS_FROM=$alps_from: use fp or w4" >&2; exit 2;; esac
+uniform=${UNIFORM-"4 3 2"}
+for b in $uniform; do
+  case $b in [2-8]) ;; *) echo "UNIFORM=\"$uniform\": give bit widths from 2 to 8, e.g. UNIFORM=\"4 3 2\"" >&2; exit 2;; esac
+done
 seeds=${1:-"0 1"}; budgets=${2:-"2.5 3 3.5"}; shift $(( $# > 2 ? 2 : $# )) || true
 out=runs/frontier
 train() {  # train <folder name> <overrides...>
@@ -21,7 +26,7 @@ train() {  # train <folder name> <overrides...>
 }
 EXTRA=("$@")
 for s in $seeds; do
-  for b in 4 3 2; do train "uniform-w$b-s$s" bits=$b seed=$s; done
+  for b in $uniform; do train "uniform-w$b-s$s" bits=$b seed=$s; done
   for budget in $budgets; do
     for search in eagl alps random; do
       plan=$out/plans/$search-b$budget-s$s; from=()

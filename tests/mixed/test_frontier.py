@@ -88,8 +88,9 @@ def test_frontier_script_on_tiny_data(tmp_path):
     assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 6
 
 
-def test_frontier_script_refuses_an_unknown_alps_start(tmp_path):
-    """ALPS_FROM names where ALPS starts (fp or w4); anything else stops before any run, in one line."""
+def test_frontier_script_refuses_an_unknown_alps_start_or_uniform_width(tmp_path):
+    """ALPS_FROM names where ALPS starts (fp or w4), UNIFORM the uniform widths; anything else stops before any run,
+    in one line."""
     import os
     import subprocess
     from pathlib import Path
@@ -98,4 +99,8 @@ def test_frontier_script_refuses_an_unknown_alps_start(tmp_path):
     proc = subprocess.run(["bash", str(script), "0", "3"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env={**os.environ, "ALPS_FROM": "w3"})
     assert proc.returncode == 2 and proc.stderr.strip() == "ALPS_FROM=w3: use fp or w4"
+    assert not (tmp_path / "runs").exists()
+    proc = subprocess.run(["bash", str(script), "0", "3"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "UNIFORM": "4 9"})
+    assert proc.returncode == 2 and proc.stderr.strip() == 'UNIFORM="4 9": give bit widths from 2 to 8, e.g. UNIFORM="4 3 2"'
     assert not (tmp_path / "runs").exists()
