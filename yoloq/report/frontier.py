@@ -26,6 +26,7 @@ from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import save
 
 FINAL = ("folded", "qat")  # the run's last quantized model
+COLORS = {"uniform": "C0", "random": "C1", "alps": "C2", "eagl": "C3"}  # the same in every plot, whatever runs exist
 
 
 def run_row(run: Path) -> dict | None:
@@ -97,7 +98,7 @@ def frontier_plot(pts: list[dict], rows: list[dict]) -> Figure:
         bars = ax.errorbar([p["GBOPs"] for p in ps], [100 * p["mean"] for p in ps],
                            yerr=[0 if p["std"] != p["std"] else 100 * p["std"] for p in ps], capsize=3,
                            marker="o" if kind == "uniform" else "s", ls="-" if kind == "uniform" else "none",
-                           label=kind)
+                           label=kind, color=COLORS.get(kind))
         runs = [r for r in rows if r["label"].split("-")[0] == kind]
         ax.scatter([r["GBOPs"] for r in runs], [100 * r["mAP50-95"] for r in runs], s=10, alpha=0.35,
                    color=bars.lines[0].get_color())
