@@ -102,5 +102,6 @@ def test_frontier_script_refuses_an_unknown_alps_start_or_uniform_width(tmp_path
     assert not (tmp_path / "runs").exists()
     proc = subprocess.run(["bash", str(script), "0", "3"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env={**os.environ, "UNIFORM": "4 9"})
-    assert proc.returncode == 2 and proc.stderr.strip() == 'UNIFORM="4 9": give bit widths from 2 to 8, e.g. UNIFORM="4 3 2"'
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == 'UNIFORM="4 9": give bit widths from 2 to 8, e.g. UNIFORM="4 3 2"'
     assert not (tmp_path / "runs").exists()

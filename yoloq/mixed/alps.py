@@ -5,8 +5,8 @@ mAP on images the fine-tuning never sees; a group whose lowering costs much mAP 
 Every candidate (the unlowered baseline too) starts from the same model and fine-tunes on the same images in the
 same order, so the differences between candidates are the lowered layers' alone (paired). The held-out images are
 the last `holdout` images of the training split (the val split stays the final test); the fine-tuning takes a
-`fraction` of the others (the seed: one epoch, the default on a GPU; on CPU a tenth of one). Scores are kept in alps_scores.json after
-every candidate, so a stopped search continues where it stopped."""
+`fraction` of the others (the seed: one epoch, the default on a GPU; on CPU a tenth of one). Scores are kept in
+alps_scores.json after every candidate, so a stopped search continues where it stopped."""
 
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def run_alps(cfg, model, groups, choices, run_dir: Path, source: str):
         start_model = quantize_model(copy.deepcopy(model).to(device), quant_config(cfg), calib,
                                      high_precision_layers(model), layer_bits={n: (high, high) for g in groups for n in g})
     a = cfg.mixed.alps
-    identity = {"source": source, "choices": choices, "holdout": int(a.holdout), "fraction": finetune_fraction(a.fraction, device),
+    identity = {"source": source, "choices": choices, "holdout": int(a.holdout),
+                "fraction": finetune_fraction(a.fraction, device),
                 "seed": int(cfg.seed), "recipe": str(finetune_recipe(cfg)), "calib_batches": int(cfg.quant.calib_batches)}
     scores, cost = alps_scores(cfg, start_model.to(device), groups, choices, held, calib, device,
                                run_dir / "alps_scores.json", identity, progress=bool(cfg.progress))
@@ -157,9 +158,10 @@ def mixed_search(cfg, run_dir: str | Path) -> dict:
     write_plan(run_dir / "layer_bits.yaml", choice.plan, **figures)
     print(table(groups, macs, choice, scores if m.search != "random" else None,
                 "H bits" if m.search == "eagl" else "mAP drop"))
+    filled = (f" ({choice.raised_to_fill} groups of no measured gain kept high in budget the optimum left)"
+              if choice.raised_to_fill else "")
     print(f"\n{m.search}: {len(choice.plan)} layers in {sum(1 for g in groups if g[0] in choice.plan)} groups; "
-          f"{choice.bops / 1e9:.3f} GBOPs of a {choice.budget_bops / 1e9:.3f} budget ({choice.raised_to_fill} groups of no "
-          f"measured gain kept high in budget the optimum left); weights "
+          f"{choice.bops / 1e9:.3f} GBOPs of a {choice.budget_bops / 1e9:.3f} budget{filled}; weights "
           f"{figures['size_bytes'] / 1024:.1f} KiB; searched in {seconds:.1f} s\n"
           f"wrote {run_dir / 'layer_bits.yaml'}; train it with: python scripts/train.py "
           f"quant.layer_bits={run_dir / 'layer_bits.yaml'} method=ema_qc", flush=True)

@@ -21,7 +21,7 @@ class Choice:
     bops: int
     budget_bops: int
     predicted_gain: float
-    raised_to_fill: int = 0  # groups kept higher than the exact optimum needs, in its unspent budget, at no loss of gain
+    raised_to_fill: int = 0  # groups kept higher than the optimum needs, in budget it left, at no loss of gain
 
 
 def uniform_bops(macs: Mapping[str, int], bits: float, fixed: Mapping[str, tuple[int, int]]) -> float:
