@@ -123,3 +123,17 @@ def test_variants_soft_rows_and_borrowed_qat_models_are_labelled_and_counted_onc
     labels = [(r["label"], r["mAP50-95"]) for r in collect(sorted(tmp_path.iterdir())) if r["label"] != "FP"]
     assert sorted(labels) == sorted([("ema+QC[per-tensor, scale only]", 0.49), ("ema", 0.50), ("ema soft", 0.51),
                                      ("ema+QC", 0.52), ("lsq* pc-W", 0.40), ("lsq mixed", 0.45)])
+
+
+def test_borrowed_qat_rows_count_once_when_their_source_is_not_collected(tmp_path):
+    """QC variants trained from another run's QAT model (qat_from) stand in for that model when the source run is
+    not among the folders, once per source: five variants of one model are one seed of `ema`, not five."""
+    for variant in ("pt", "scale", "shift"):
+        fake_run(tmp_path / variant, "ema_qc", 4, 0, 0.50, 0.49)
+        (tmp_path / variant / "config.yaml").write_text(f"seed: 0\nqat_from: {tmp_path / 'src'}/qat.pt\n")
+    fake_run(tmp_path / "other", "ema_qc", 4, 1, 0.55, 0.56)
+    (tmp_path / "other" / "config.yaml").write_text(f"seed: 1\nqat_from: {tmp_path / 'src1'}\n")
+    rows = collect(sorted(tmp_path.iterdir()))
+    ema = sorted((r["seed"], r["mAP50-95"]) for r in rows if r["label"] == "ema")
+    assert ema == [(0, 0.50), (1, 0.55)]
+    assert len([r for r in rows if r["label"] == "ema+QC"]) == 4  # every variant's own QC row stays

@@ -2,7 +2,8 @@
 widths, cells mAP@0.5:0.95 as mean ± std over seeds; also as CSV and a bar chart. A `_qc` run contributes
 two rows: its QAT stage under the base method's name and its folded QC stage as `<base>+QC`; a run with
 `eval.soft_round` adds `<base> soft`. Layout and QC variants are labelled (`ema*`, `lsq pc-W`,
-`ema+QC[per-tensor]`), and a `qat_from` run contributes only its QC row (its QAT model is the source run's).
+`ema+QC[per-tensor]`). A `qat_from` run's QAT and soft rows are its source run's model: they count once, and only
+where no run of the collection trained that method, bits and seed itself (e.g. the source is not among the runs).
 
 Below the table, each method against LSQ paired on the seeds both ran: the mean difference with its 95%
 confidence interval (Student's t over the per-seed differences) and the number of seeds, so a reader sees
@@ -45,29 +46,37 @@ def _qc_variant(cfg) -> str:
     return f"[{', '.join(parts)}]" if parts else ""
 
 
-def _rows_of_run(run: Path) -> list[dict]:
+def _rows_of_run(run: Path) -> list[tuple[dict, str | None]]:
+    """(row, source) pairs: source names the qat_from run whose QAT model a borrowed row scores, else None."""
     results = json.loads((run / "results.json").read_text())
     cfg = OmegaConf.load(run / "config.yaml")
-    borrowed = bool(cfg.get("qat_from"))  # its QAT (and soft) rows are the source run's: counted there
+    source = str(cfg.get("qat_from")).removesuffix("/qat.pt").rstrip("/") if cfg.get("qat_from") else None
     rows = []
     for r in results:
         base = r["method"].removesuffix("_qc") + _variant(cfg)
         label = {"qat": base, "qat-soft": f"{base} soft", "folded": f"{base}+QC{_qc_variant(cfg)}",
                  "fp": "FP"}.get(r["stage"])
-        if borrowed and r["stage"] in ("qat", "qat-soft"):
-            label = None
         if label is not None:
             metrics = {k: r["metrics"][k] for k in METRICS if r["metrics"].get(k) is not None}
-            rows.append({"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed, **metrics})
+            row = {"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed, **metrics}
+            rows.append((row, source if r["stage"] in ("qat", "qat-soft") else None))
     return rows
 
 
 def collect(run_dirs: list[Path]) -> list[dict]:
-    """One row per (run, stage of interest); runs without results.json (unfinished) are skipped."""
-    rows = []
-    for run in run_dirs:
-        if (run / "results.json").is_file():
-            rows += _rows_of_run(run)
+    """One row per (run, stage of interest); runs without results.json (unfinished) are skipped. A borrowed row
+    (a qat_from run's QAT or soft score) is dropped where a run of its own covers its label, bits and seed, and
+    kept once per source otherwise, so that e.g. five QC variants of one QAT model count that model once."""
+    pairs = [pair for run in run_dirs if (run / "results.json").is_file() for pair in _rows_of_run(run)]
+    own = {(r["label"], r["bits"], r["seed"]) for r, source in pairs if source is None}
+    rows, borrowed_seen = [], set()
+    for r, source in pairs:
+        key = (r["label"], r["bits"], r["seed"])
+        if source is not None:
+            if key in own or (source, key) in borrowed_seen:
+                continue
+            borrowed_seen.add((source, key))
+        rows.append(r)
     return rows
 
 
@@ -147,12 +156,17 @@ def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "ls
 
 
 def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
-    """compare.md (the table), compare.csv (one row per run and stage) and compare.png (the bar chart)."""
+    """compare.md (the table, the paired differences and the paper's claims checked), compare.csv (one row per
+    run and stage) and compare.png (the bar chart)."""
+    from yoloq.report.claims import check, claims_table  # claims builds on this module
+
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, metric)
     paired = paired_table(rows, metric)
     if paired:
         table += "\n\n" + paired
+    if any(e["bits"] for e in check(rows, metric)):
+        table += "\n\n" + claims_table(rows, metric)
     write_text_atomic(out / "compare.md", table + "\n")
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask

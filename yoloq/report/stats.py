@@ -14,6 +14,8 @@ def mean_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float
     mean, n = statistics.fmean(diffs), len(diffs)
     if n < 2:
         return mean, float("nan"), float("nan")
+    if len(set(diffs)) == 1:  # no spread at all: the interval is the point (t's scale 0 would give nan)
+        return mean, mean, mean
     low, high = student_t.interval(level, n - 1, loc=mean, scale=statistics.stdev(diffs) / math.sqrt(n))
     return mean, float(low), float(high)
 

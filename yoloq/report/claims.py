@@ -1,0 +1,106 @@
+"""The paper's claims checked on a collection of runs (issue 16): each claim is a signed sum of method rows at
+one bit width (e.g. `ema+QC - ema`), taken per seed over the seeds that ran every term, then its mean with a
+95% confidence interval (report/stats.py). The verdict follows from the interval alone, with a margin of
+LEVEL points below which a gap counts as level:
+- a claim that A beats B is *reproduced* when the interval lies above 0, and *not reproduced* when it lies
+  below +LEVEL (no gain worth the name, or a loss);
+- a claim that A is at least as good as B is *reproduced* when the interval lies above -LEVEL, and *not
+  reproduced* when it lies below 0;
+- anything else is *unclear at n seeds*, and so is one seed (no interval). A claim without runs is listed as
+  not measured, with the experiment file that measures it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yoloq.report.compare import _by_seed, grid
+from yoloq.report.stats import mean_interval
+
+LEVEL = 0.005  # half a mAP point: below the seed spread of every cell measured so far
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str  # the claim as the paper states it
+    source: str  # where in the paper
+    terms: tuple[tuple[str, int], ...]  # (label, +1 or -1): the claim is that the sum is positive
+    strict: bool = True  # A beats B; False: A is at least as good as B
+    measured_by: str = "experiment=paper_grid"
+
+
+QC_BASES = ("lsq", "dampen", "freeze", "ema")
+CLAIMS = (
+    Claim("dampening beats LSQ", "baselines table", (("dampen", 1), ("lsq", -1))),
+    Claim("freezing beats LSQ", "Nagel et al. (ImageNet)", (("freeze", 1), ("lsq", -1))),
+    Claim("EMA beats LSQ", "baselines table", (("ema", 1), ("lsq", -1))),
+    Claim("EMA is at least as good as dampening", "baselines table", (("ema", 1), ("dampen", -1)), strict=False),
+    Claim("EMA+QC beats the best baseline without QC (dampening)", "baselines table",
+          (("ema+QC", 1), ("dampen", -1))),
+    *(Claim(f"QC helps {m}", "QC text, baselines table", ((f"{m}+QC", 1), (m, -1))) for m in QC_BASES),
+    Claim("per-channel QC beats per-tensor QC", "Table 7", (("ema+QC", 1), ("ema+QC[per-tensor]", -1)),
+          measured_by="experiment=qc_ablation"),
+    Claim("scale + shift beats scale only", "Table 7", (("ema+QC", 1), ("ema+QC[scale only]", -1)),
+          measured_by="experiment=qc_ablation"),
+    Claim("scale + shift beats shift only", "Table 7", (("ema+QC", 1), ("ema+QC[shift only]", -1)),
+          measured_by="experiment=qc_ablation"),
+    *(Claim(f"soft rounding beats hard ({m})", "Table 1", ((f"{m} soft", 1), (m, -1))) for m in QC_BASES),
+    Claim("per-channel weights alone are not better than per-tensor", "per-channel text",
+          (("ema", 1), ("ema pc-W", -1)), strict=False, measured_by="experiment=per_channel_weights"),
+    Claim("the `*` model (first and last layers low-bit) gains most from QC", "headline table",
+          (("ema*+QC", 1), ("ema*", -1), ("ema+QC", -1), ("ema", 1)), measured_by="experiment=first_last_low"),
+)
+
+
+def verdict(low: float, high: float, n: int, strict: bool) -> str:
+    if n < 2:
+        return f"unclear at n={n}"
+    if strict:
+        return "reproduced" if low > 0 else "not reproduced" if high < LEVEL else f"unclear at n={n}"
+    return "reproduced" if low > -LEVEL else "not reproduced" if high < 0 else f"unclear at n={n}"
+
+
+def check(rows: list[dict], metric: str = "mAP50-95") -> list[dict]:
+    """One entry per claim and bit width the runs measure; a claim no run measures gets one `bits=None` entry."""
+    by_seed = _by_seed(rows, metric)
+    _, _, all_bits, _ = grid(rows, metric)
+    out = []
+    for claim in CLAIMS:
+        found = False
+        for bits in all_bits:
+            cells = [by_seed.get((label, bits), {}) for label, _ in claim.terms]
+            seeds = sorted(set.intersection(*(set(c) for c in cells)))
+            if not seeds:
+                continue
+            found = True
+            diffs = [sum(sign * c[s] for (_, sign), c in zip(claim.terms, cells)) for s in seeds]
+            mean, low, high = mean_interval(diffs)
+            out.append({"claim": claim, "bits": bits, "n": len(seeds), "mean": mean, "low": low, "high": high,
+                        "verdict": verdict(low, high, len(seeds), claim.strict)})
+        if not found:
+            out.append({"claim": claim, "bits": None, "n": 0, "verdict": "not measured"})
+    return out
+
+
+def _expression(claim: Claim) -> str:
+    text = " ".join(f"{'+' if sign > 0 else '-'} {label}" for label, sign in claim.terms).removeprefix("+ ")
+    return text.replace("- ", "− ")
+
+
+def claims_table(rows: list[dict], metric: str = "mAP50-95") -> str:
+    """Markdown: claim, paper source, what is compared, bits, our paired difference [95% CI] (n), verdict."""
+    lines = ["| paper's claim | paper | compared (per seed) | bits | yoloq, paired | verdict |",
+             "|---|---|---|---|---|---|"]
+    for e in check(rows, metric):
+        c = e["claim"]
+        if e["bits"] is None:
+            ours = f"not measured: `{c.measured_by}`"
+        elif e["n"] < 2:
+            ours = f"{100 * e['mean']:+.1f} (n=1)"
+        else:
+            ours = f"{100 * e['mean']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] (n={e['n']})"
+        lines.append(f"| {c.text} | {c.source} | {_expression(c)} | {e['bits'] or ''} | {ours} | {e['verdict']} |")
+    note = (f"\n\n{metric} x 100. Verdicts from the 95% interval (Student's t over the per-seed values), with gaps "
+            f"under {100 * LEVEL:.1f} points counted as level: 'A beats B' is reproduced when the interval lies "
+            f"above 0 and not reproduced when it lies below +{100 * LEVEL:.1f}; 'A is at least as good as B' is "
+            f"reproduced above -{100 * LEVEL:.1f} and not reproduced below 0; otherwise unclear.")
+    return "\n".join(lines) + note
