@@ -156,9 +156,10 @@ def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "ls
 
 
 def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
-    """compare.md (the table, the paired differences and the paper's claims checked), compare.csv (one row per
-    run and stage) and compare.png (the bar chart)."""
-    from yoloq.report.claims import check, claims_table  # claims builds on this module
+    """compare.md (the table, the paired differences, the paper's claims checked and the QAT curves), compare.csv
+    (one row per run and stage), compare.png (the bar chart) and curves.png (mAP by QAT epoch)."""
+    from yoloq.report.claims import check, claims_table  # both build on this module
+    from yoloq.report.curves import collect_curves, curves_figure, curves_table
 
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, metric)
@@ -167,6 +168,10 @@ def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
         table += "\n\n" + paired
     if any(e["bits"] for e in check(rows, metric)):
         table += "\n\n" + claims_table(rows, metric)
+    curves = collect_curves(sorted({Path(r["run"]) for r in rows}), metric)
+    if curves:
+        table += "\n\n" + curves_table(curves, metric) + "\n\n![QAT curves](curves.png)"
+        save(curves_figure(curves, metric), out / "curves.png")
     write_text_atomic(out / "compare.md", table + "\n")
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask
