@@ -62,14 +62,16 @@ def curves_figure(curves: dict, metric: str = "mAP50-95") -> Figure:
     bits = sorted({b for _, b in curves}, key=lambda b: -int(b[1:b.index("A")]))
     fig = Figure(figsize=(5.5 * len(bits), 4))
     axes = np.atleast_1d(fig.subplots(1, len(bits), squeeze=False)[0])
+    labels = sorted({label for label, _ in curves})
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per method in every panel
     for ax, b in zip(axes, bits):
         for (label, bb), points in sorted(curves.items()):
             if bb != b:
                 continue
             epochs = list(points)
             values = [100 * np.asarray(points[e]) for e in epochs]
-            line, = ax.plot(epochs, [v.mean() for v in values], marker="o", ms=3, label=label)
-            ax.fill_between(epochs, [v.min() for v in values], [v.max() for v in values], color=line.get_color(),
+            ax.plot(epochs, [v.mean() for v in values], marker="o", ms=3, label=label, color=colors[label])
+            ax.fill_between(epochs, [v.min() for v in values], [v.max() for v in values], color=colors[label],
                             alpha=0.2, lw=0)
         ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100", title=f"{b}: QAT model by epoch (mean, seeds' min-max)")
         ax.grid(alpha=0.3)
