@@ -87,10 +87,14 @@ def _expression(claim: Claim) -> str:
 
 
 def claims_table(rows: list[dict], metric: str = "mAP50-95") -> str:
-    """Markdown: claim, paper source, what is compared, bits, our paired difference [95% CI] (n), verdict."""
+    """Markdown: claim, paper source, what is compared, bits, our paired difference [95% CI] (n), verdict; empty
+    when the runs measure none of the claims (e.g. a mixed-precision or -seg-only collection)."""
+    entries = check(rows, metric)
+    if not any(e["bits"] for e in entries):
+        return ""
     lines = ["| paper's claim | paper | compared (per seed) | bits | yoloq, paired | verdict |",
              "|---|---|---|---|---|---|"]
-    for e in check(rows, metric):
+    for e in entries:
         c = e["claim"]
         if e["bits"] is None:
             ours = f"not measured: `{c.measured_by}`"

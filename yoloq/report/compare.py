@@ -46,6 +46,11 @@ def _qc_variant(cfg) -> str:
     return f"[{', '.join(parts)}]" if parts else ""
 
 
+def qat_label(method: str, cfg) -> str:
+    """The label of a run's QAT model: its base method (a `_qc` method's QAT stage is the base's) and variant."""
+    return method.removesuffix("_qc") + _variant(cfg)
+
+
 def _rows_of_run(run: Path) -> list[tuple[dict, str | None]]:
     """(row, source) pairs: source names the qat_from run whose QAT model a borrowed row scores, else None."""
     results = json.loads((run / "results.json").read_text())
@@ -53,7 +58,7 @@ def _rows_of_run(run: Path) -> list[tuple[dict, str | None]]:
     source = str(cfg.get("qat_from")).removesuffix("/qat.pt").rstrip("/") if cfg.get("qat_from") else None
     rows = []
     for r in results:
-        base = r["method"].removesuffix("_qc") + _variant(cfg)
+        base = qat_label(r["method"], cfg)
         label = {"qat": base, "qat-soft": f"{base} soft", "folded": f"{base}+QC{_qc_variant(cfg)}",
                  "fp": "FP"}.get(r["stage"])
         if label is not None:
@@ -158,7 +163,7 @@ def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "ls
 def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
     """compare.md (the table, the paired differences, the paper's claims checked and the QAT curves), compare.csv
     (one row per run and stage), compare.png (the bar chart) and curves.png (mAP by QAT epoch)."""
-    from yoloq.report.claims import check, claims_table  # both build on this module
+    from yoloq.report.claims import claims_table  # both build on this module
     from yoloq.report.curves import collect_curves, curves_figure, curves_table
 
     out.mkdir(parents=True, exist_ok=True)
@@ -166,8 +171,9 @@ def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
     paired = paired_table(rows, metric)
     if paired:
         table += "\n\n" + paired
-    if any(e["bits"] for e in check(rows, metric)):
-        table += "\n\n" + claims_table(rows, metric)
+    claims = claims_table(rows, metric)
+    if claims:
+        table += "\n\n" + claims
     curves = collect_curves(sorted({Path(r["run"]) for r in rows}), metric)
     if curves:
         table += "\n\n" + curves_table(curves, metric) + "\n\n![QAT curves](curves.png)"

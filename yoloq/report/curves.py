@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from yoloq.report.compare import _variant
+from yoloq.report.compare import qat_label
 
 
 def _qat_points(run: Path, metric: str) -> dict[int, float]:
@@ -36,7 +36,7 @@ def collect_curves(run_dirs: list[Path], metric: str = "mAP50-95") -> dict[tuple
         qat = [r for r in json.loads((run / "results.json").read_text()) if r["stage"] == "qat"]
         if cfg.get("qat_from") or not qat:
             continue
-        label = qat[0]["method"].removesuffix("_qc") + _variant(cfg)
+        label = qat_label(qat[0]["method"], cfg)
         for epoch, value in _qat_points(run, metric).items():
             curves[(label, qat[0]["bits"])][epoch].append(value)
     return {key: dict(sorted(points.items())) for key, points in curves.items()}
