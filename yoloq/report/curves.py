@@ -20,7 +20,10 @@ from yoloq.report.compare import qat_label
 def _qat_points(run: Path, metric: str) -> dict[int, float]:
     points = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
+        try:
+            row = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError:  # a line cut short by a killed run (the log is appended, then resumed)
+            continue
         if row.get("kind") == "qat-epoch" and row.get(metric) is not None:
             points[int(row["epoch"])] = row[metric]  # a resumed epoch logged twice keeps its last value
     return points
