@@ -16,6 +16,7 @@ def add_soft(run, value):
 
 @pytest.mark.parametrize("low, high, n, strict, expected", [
     (0.001, 0.02, 3, True, "reproduced"),
+    (0.001, 0.002, 3, True, "reproduced, under 0.5 points"),  # real, but smaller than the level margin
     (-0.003, 0.004, 3, True, "not reproduced"),  # level: a gain too small to claim
     (-0.02, -0.01, 3, True, "not reproduced"),
     (-0.01, 0.02, 3, True, "unclear at n=3"),
