@@ -13,6 +13,7 @@ from yoloq.engine.report import StageResult
 from yoloq.engine.rng import seed_everything
 from yoloq.engine.run import Run
 from yoloq.engine.trainer import Recipe
+from yoloq.eval.code_flips import code_flips, flip_summary
 from yoloq.eval.output_diff import output_diff
 from yoloq.methods.correction import FrozenBatchNorm
 from yoloq.quant.correction import add_corrections, fold_corrections
@@ -79,6 +80,9 @@ def fold_and_check(run: Run, model, imgs, source: StageResult):
     deploy_max, deploy_mean = output_diff(folded, deploy, imgs)
     log.info("QC: folded %d corrections; |output difference| folded vs QC: max %.3g mean %.3g; deploy form vs "
              "folded: max %.3g mean %.3g", n, fold_max, fold_mean, deploy_max, deploy_mean)
+    # a large maximum is a flipped activation code; where it starts tells a harmless flip at the head from a cascade
+    flips = code_flips(model, folded, imgs)
+    log.info("QC: folded vs QC model, %s", flip_summary(flips))
     folded_metrics = run.data.evaluator(folded)
     # a flip in one low-bit activation cascades through later layers, so judge the deploy form by its mAP too
     deploy_map = run.data.evaluator(deploy)["mAP50-95"]
@@ -86,7 +90,8 @@ def fold_and_check(run: Run, model, imgs, source: StageResult):
     path = save_atomic({"model": folded.state_dict(), "metrics": folded_metrics, "config": run.folder.config(),
                         "names": list(run.data.info.names)},
                        run.run_dir / "folded.pt")
-    extra = {"fold_max_diff": fold_max, "fold_mean_diff": fold_mean, "deploy_max_diff": deploy_max,
+    extra = {"fold_max_diff": fold_max, "fold_mean_diff": fold_mean,
+             "fold_flipped_layers": sum(share > 0 for share in flips.values()), "deploy_max_diff": deploy_max,
              "deploy_mean_diff": deploy_mean, "deploy_mAP50-95": deploy_map}
     run.log.log("folded", {**folded_metrics, **extra})
     return StageResult("folded", source.method, source.w_bits, source.a_bits, folded_metrics, time.time() - start,
