@@ -96,6 +96,30 @@ def test_paired_differences_against_lsq_with_intervals(tmp_path):
     assert "vs lsq, paired" in (out / "compare.md").read_text()
 
 
+def test_qc_gains_pair_each_qc_row_with_the_model_it_corrected(tmp_path):
+    """Table 7's form: every QC variant against its own QAT model (borrowed through qat_from), not against LSQ."""
+    from yoloq.report.compare import qc_gain_table, qc_gains, write_report
+
+    for seed, qat in enumerate([0.50, 0.55, 0.45]):  # a seed spread that pairing removes
+        fake_run(tmp_path / f"ema{seed}", "ema_qc", 4, seed, qat, qat + 0.010 + 0.001 * seed)
+        fake_run(tmp_path / f"pt{seed}", "ema_qc", 4, seed, qat, qat - 0.002 * seed)
+        (tmp_path / f"pt{seed}" / "config.yaml").write_text(
+            f"seed: {seed}\nqat_from: {tmp_path / f'ema{seed}'}\nmethod:\n  qc:\n    per_channel: false\n")
+    fake_run(tmp_path / "lsq0", "lsq", 4, 0, 0.40)  # no QC row: nothing to add
+    rows = collect(sorted(tmp_path.iterdir()))
+    gains = {d["method"]: d for d in qc_gains(rows)}
+    assert set(gains) == {"ema+QC", "ema+QC[per-tensor]"}
+    assert gains["ema+QC"]["baseline"] == "ema" and gains["ema+QC"]["n"] == 3
+    assert abs(gains["ema+QC"]["mean_diff"] - 0.011) < 1e-12
+    assert abs(gains["ema+QC[per-tensor]"]["mean_diff"] + 0.002) < 1e-12
+    table = qc_gain_table(rows)
+    assert "| ema+QC | **+1.1 [+0.9, +1.3]** (n=3) |" in table
+    assert "| ema+QC[per-tensor] | -0.2 [" in table
+    write_report(rows, tmp_path / "report")
+    assert "| what QC adds, paired | W4A4 |" in (tmp_path / "report" / "compare.md").read_text()
+    assert qc_gain_table(collect([tmp_path / "lsq0"])) == ""
+
+
 def test_noisy_differences_are_not_called_real(tmp_path):
     from yoloq.report.compare import paired_table
 

@@ -124,53 +124,75 @@ def _by_seed(rows: list[dict], metric: str) -> dict:
     return {cell: {seed: statistics.fmean(v) for seed, v in seeds.items()} for cell, seeds in values.items()}
 
 
+def _paired(by_seed: dict, method: str, baseline: str, bits: str) -> dict | None:
+    """method minus baseline at one bit width over the seeds both ran, or None where there are none."""
+    a, b = by_seed.get((method, bits)), by_seed.get((baseline, bits))
+    seeds = sorted(set(a) & set(b)) if a and b else []
+    if not seeds:
+        return None
+    mean, low, high = mean_interval([a[s] - b[s] for s in seeds])
+    return {"method": method, "baseline": baseline, "bits": bits, "n": len(seeds), "seeds": seeds,
+            "mean_diff": mean, "ci_low": low, "ci_high": high}
+
+
 def paired_differences(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> list[dict]:
     """Each method minus the baseline at the same bit width, over the seeds both ran: n, the mean difference
     and its 95% confidence interval (t with n - 1 degrees of freedom; none for one seed)."""
     by_seed = _by_seed(rows, metric)
     _, labels, bits, _ = grid(rows, metric)
-    out = []
-    for b in bits:
-        base = by_seed.get((baseline, b))
-        for m in labels:
-            if m == baseline or not base or (m, b) not in by_seed:
-                continue
-            seeds = sorted(set(by_seed[(m, b)]) & set(base))
-            if not seeds:
-                continue
-            mean, low, high = mean_interval([by_seed[(m, b)][s] - base[s] for s in seeds])
-            out.append({"method": m, "baseline": baseline, "bits": b, "n": len(seeds), "seeds": seeds,
-                        "mean_diff": mean, "ci_low": low, "ci_high": high})
-    return out
+    pairs = (_paired(by_seed, m, baseline, b) for b in bits for m in labels if m != baseline)
+    return [p for p in pairs if p is not None]
 
 
-def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> str:
-    """Methods x bits: the paired difference to the baseline, or '' where there is nothing to pair."""
-    diffs = paired_differences(rows, metric, baseline)
+def qc_gains(rows: list[dict], metric: str = "mAP50-95") -> list[dict]:
+    """Each QC row (`ema+QC`, `ema+QC[per-tensor]`, ...) minus the QAT model it corrected (the label before
+    `+QC`), paired per seed: what QC adds, per base method and QC variant (the form of the paper's Table 7)."""
+    by_seed = _by_seed(rows, metric)
+    _, labels, bits, _ = grid(rows, metric)
+    pairs = (_paired(by_seed, m, m.split("+QC")[0], b) for b in bits for m in labels if "+QC" in m)
+    return [p for p in pairs if p is not None]
+
+
+def _differences_table(diffs: list[dict], header: str, note: str) -> str:
     if not diffs:
         return ""
     bits = list(dict.fromkeys(d["bits"] for d in diffs))
     methods = list(dict.fromkeys(d["method"] for d in diffs))
     cell = {(d["method"], d["bits"]): interval_cell(d["mean_diff"], d["ci_low"], d["ci_high"], d["n"])
             for d in diffs}
-    lines = [f"| vs {baseline}, paired | {' | '.join(bits)} |", "|---|" + "---|" * len(bits)]
+    lines = [f"| {header} | {' | '.join(bits)} |", "|---|" + "---|" * len(bits)]
     lines += [f"| {m} | " + " | ".join(cell.get((m, b), "") for b in bits) + " |" for m in methods]
-    note = (f"\n\n{metric} x 100: mean of the per-seed differences to {baseline} on the seeds both ran, [95% "
-            "confidence interval, Student's t], n seeds; in bold where the interval excludes 0")
-    return "\n".join(lines) + note
+    return "\n".join(lines) + "\n\n" + note
+
+
+def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> str:
+    """Methods x bits: the paired difference to the baseline, or '' where there is nothing to pair."""
+    return _differences_table(
+        paired_differences(rows, metric, baseline), f"vs {baseline}, paired",
+        f"{metric} x 100: mean of the per-seed differences to {baseline} on the seeds both ran, [95% confidence "
+        "interval, Student's t], n seeds; in bold where the interval excludes 0")
+
+
+def qc_gain_table(rows: list[dict], metric: str = "mAP50-95") -> str:
+    """QC rows x bits: what QC adds to the QAT model it corrected, or '' where no QC row has its base."""
+    return _differences_table(
+        qc_gains(rows, metric), "what QC adds, paired",
+        f"{metric} x 100: each QC model minus the QAT model it corrected (the label before +QC), per seed; mean [95% "
+        "confidence interval], n seeds; in bold where the interval excludes 0")
 
 
 def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
-    """compare.md (the table, the paired differences, the paper's claims checked and the QAT curves), compare.csv
-    (one row per run and stage), compare.png (the bar chart) and curves.png (mAP by QAT epoch)."""
+    """compare.md (the table, the paired differences to LSQ, what QC adds, the paper's claims checked and the QAT
+    curves), compare.csv (one row per run and stage), compare.png (the bar chart) and curves.png (mAP by QAT
+    epoch)."""
     from yoloq.report.claims import claims_table  # both build on this module
     from yoloq.report.curves import collect_curves, curves_figure, curves_table
 
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, metric)
-    paired = paired_table(rows, metric)
-    if paired:
-        table += "\n\n" + paired
+    for extra in (paired_table(rows, metric), qc_gain_table(rows, metric)):
+        if extra:
+            table += "\n\n" + extra
     claims = claims_table(rows, metric)
     if claims:
         table += "\n\n" + claims
