@@ -190,12 +190,9 @@ def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
 
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, metric)
-    for extra in (paired_table(rows, metric), qc_gain_table(rows, metric)):
-        if extra:
+    for extra in (paired_table(rows, metric), qc_gain_table(rows, metric), claims_table(rows, metric)):
+        if extra:  # each is empty when the runs give it nothing to show
             table += "\n\n" + extra
-    claims = claims_table(rows, metric)
-    if claims:
-        table += "\n\n" + claims
     curves = collect_curves(sorted({Path(r["run"]) for r in rows}), metric)
     if curves:
         table += "\n\n" + curves_table(curves, metric) + "\n\n![QAT curves](curves.png)"
