@@ -8,9 +8,10 @@ from yoloq.report.compare import collect, markdown_table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def fake_run(folder: Path, method: str, bits: int, seed: int, qat: float, folded: float | None = None):
+def fake_run(folder: Path, method: str, bits: int, seed: int, qat: float, folded: float | None = None,
+             model: str | None = None):
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(f"seed: {seed}\n")
+    (folder / "config.yaml").write_text(f"seed: {seed}\n" + (f"model:\n  name: {model}\n" if model else ""))
     rows = [{"stage": "fp", "method": "fp", "bits": "FP32", "metrics": {"mAP50-95": 0.6, "mAP50": 0.8}},
             {"stage": "qat", "method": method, "bits": f"W{bits}A{bits}", "metrics": {"mAP50-95": qat, "mAP50": 0}}]
     if folded is not None:
@@ -42,29 +43,59 @@ def test_cli_writes_files_and_rejects_empty(tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "compare.md").read_text().startswith("| method | W3A3 |")
-    assert (tmp_path / "out" / "compare.csv").read_text().splitlines()[0].startswith("run,label,bits,seed")
+    assert (tmp_path / "out" / "compare.csv").read_text().splitlines()[0].startswith("run,model,label,bits,seed")
     assert (tmp_path / "out" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "nothing")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_mask_metric_of_seg_runs(tmp_path):
-    fake_run(tmp_path / "det", "lsq", 4, 0, 0.40)
-    seg = tmp_path / "seg"
-    fake_run(seg, "lsq", 4, 0, 0.30)
-    rows = json.loads((seg / "results.json").read_text())
+def _add_masks(run: Path) -> None:
+    rows = json.loads((run / "results.json").read_text())
     for r in rows:
         r["metrics"].update({"mask_mAP50-95": r["metrics"]["mAP50-95"] / 2, "mask_mAP50": 0.0})
-    (seg / "results.json").write_text(json.dumps(rows))
-    rows = collect([tmp_path / "det", seg])
-    assert "| lsq | 15.0 ± nan (n=1) |" in markdown_table(rows, "mask_mAP50-95")  # the seg run only
-    assert "| lsq | 35.0 ± 7.1 (n=2) |" in markdown_table(rows)  # box mAP of both
+    (run / "results.json").write_text(json.dumps(rows))
+
+
+def test_mask_metric_of_seg_runs(tmp_path):
+    seg = tmp_path / "seg"
+    fake_run(seg, "lsq", 4, 0, 0.30)
+    _add_masks(seg)
+    rows = collect([seg])
+    assert "| lsq | 15.0 ± nan (n=1) |" in markdown_table(rows, "mask_mAP50-95")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare.py"), str(seg), "--metric",
                            "mask_mAP50-95", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     header = (tmp_path / "out" / "compare.csv").read_text().splitlines()[0]
-    assert header == "run,label,bits,seed,mAP50-95,mAP50,mask_mAP50-95,mask_mAP50"
+    assert header == "run,model,label,bits,seed,mAP50-95,mAP50,mask_mAP50-95,mask_mAP50"
+    from yoloq.report.compare import write_report
+
+    report = write_report(rows, tmp_path / "both")  # the box metric: the mask tables follow
+    assert report.index("### mAP50-95") < report.index("### mask_mAP50-95")
+    assert "| lsq | 30.0 ± nan (n=1) |" in report and "| lsq | 15.0 ± nan (n=1) |" in report
+
+
+def test_runs_of_two_models_are_never_pooled(tmp_path):
+    """experiment=other_models sweeps two models with the same method labels: each gets its own report."""
+    from yoloq.report.compare import paired_differences, write_report
+
+    for seed in (0, 1):
+        fake_run(tmp_path / f"v7-lsq{seed}", "lsq", 4, seed, 0.50 + seed / 100, model="yolov7-tiny")
+        fake_run(tmp_path / f"v7-ema{seed}", "ema_qc", 4, seed, 0.52 + seed / 100, 0.53, model="yolov7-tiny")
+        fake_run(tmp_path / f"seg-lsq{seed}", "lsq", 4, seed, 0.30, model="yolov5n-seg")
+        _add_masks(tmp_path / f"seg-lsq{seed}")
+    rows = collect(sorted(tmp_path.iterdir()))
+    out = tmp_path / "report"
+    top = write_report(rows, out)
+    v7 = (out / "yolov7-tiny" / "compare.md").read_text()
+    assert "| lsq | 50.5 ± 0.7 (n=2) |" in v7 and "| ema | 52.5 ± 0.7 (n=2) |" in v7
+    assert "| ema | **+2.0 [+2.0, +2.0]** (n=2) |" in v7  # paired within yolov7-tiny only
+    seg = (out / "yolov5n-seg" / "compare.md").read_text()
+    assert "| lsq | 30.0 ± 0.0 (n=2) |" in seg and "### mask_mAP50-95" in seg and "ema" not in seg.split("###")[1]
+    assert top.index("## yolov5n-seg") < top.index("## yolov7-tiny")
+    assert "[yolov7-tiny/compare.md](yolov7-tiny/compare.md)" in top
+    assert (out / "yolov7-tiny" / "compare.png").is_file() and (out / "compare.csv").is_file()
+    assert [d["n"] for d in paired_differences([r for r in rows if r["model"] == "yolov7-tiny"])] == [2, 2]
 
 
 def test_paired_differences_against_lsq_with_intervals(tmp_path):

@@ -26,4 +26,5 @@ def main(argv=None) -> None:
     if not any(args.metric in r for r in rows):
         sys.exit(f"error: no run has {args.metric}: mask metrics come from -seg models; use --metric mAP50-95")
     print(write_report(rows, out, args.metric))
-    print(f"wrote {out / 'compare.md'}, compare.csv and compare.png")
+    print(f"wrote {out / 'compare.md'} and compare.csv (per model in its own folder where the runs are of several), "
+          "with the charts")

@@ -63,7 +63,8 @@ def _rows_of_run(run: Path) -> list[tuple[dict, str | None]]:
                  "fp": "FP"}.get(r["stage"])
         if label is not None:
             metrics = {k: r["metrics"][k] for k in METRICS if r["metrics"].get(k) is not None}
-            row = {"run": str(run), "label": label, "bits": r["bits"], "seed": cfg.seed, **metrics}
+            row = {"run": str(run), "model": OmegaConf.select(cfg, "model.name", default=None) or "", "label": label,
+                   "bits": r["bits"], "seed": cfg.seed, **metrics}
             rows.append((row, source if r["stage"] in ("qat", "qat-soft") else None))
     return rows
 
@@ -181,27 +182,66 @@ def qc_gain_table(rows: list[dict], metric: str = "mAP50-95") -> str:
         "confidence interval], n seeds; in bold where the interval excludes 0")
 
 
-def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
-    """compare.md (the table, the paired differences to LSQ, what QC adds, the paper's claims checked and the QAT
-    curves), compare.csv (one row per run and stage), compare.png (the bar chart) and curves.png (mAP by QAT
-    epoch)."""
-    from yoloq.report.claims import claims_table  # both build on this module
-    from yoloq.report.curves import collect_curves, curves_figure, curves_table
+def _sections(rows: list[dict], metric: str) -> str:
+    """The table, the paired differences to LSQ, what QC adds and the paper's claims, for one model and metric;
+    each extra table is left out where the runs give it nothing to show."""
+    from yoloq.report.claims import claims_table  # it builds on this module
 
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, metric)
     for extra in (paired_table(rows, metric), qc_gain_table(rows, metric), claims_table(rows, metric)):
-        if extra:  # each is empty when the runs give it nothing to show
+        if extra:
             table += "\n\n" + extra
+    return table
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _metrics(rows: list[dict], metric: str) -> list[str]:
+    """The report's metric, and for -seg runs its mask counterpart after it."""
+    mask = "mask_" + metric
+    return [metric] + ([mask] if mask in METRICS and any(mask in r for r in rows) else [])
+
+
+def _headed(metric: str, text: str, n_metrics: int) -> str:
+    return f"### {metric}\n\n{text}" if n_metrics > 1 else text
+
+
+def write_report(rows: list[dict], out: Path, metric: str = "mAP50-95") -> str:
+    """compare.md (the table, the paired differences to LSQ, what QC adds, the paper's claims checked and the QAT
+    curves; for -seg runs the mask tables follow the box ones), compare.csv (one row per run and stage),
+    compare.png (the bar chart) and curves.png (mAP by QAT epoch). Runs of several models (e.g.
+    `experiment=other_models`) are never pooled: each model gets its own report in `out/<model>/`, and the
+    top-level compare.md holds each model's tables and a link to its report."""
+    out.mkdir(parents=True, exist_ok=True)
+    models = sorted({r.get("model", "") for r in rows})
+    if len(models) > 1:
+        parts = []
+        for model in models:
+            name = model or "unnamed"  # runs whose config names no model
+            own = [r for r in rows if r.get("model", "") == model]
+            write_report(own, out / name, metric)
+            metrics = _metrics(own, metric)
+            tables = "\n\n".join(_headed(m, markdown_table(own, m), len(metrics)) for m in metrics)
+            parts.append(f"## {name}\n\n{tables}\n\nFull report: [{name}/compare.md]({name}/compare.md)")
+        table = "\n\n".join(parts)
+        write_text_atomic(out / "compare.md", table + "\n")
+        _write_csv(rows, out / "compare.csv")
+        return table
+    from yoloq.report.curves import collect_curves, curves_figure, curves_table  # it builds on this module
+
+    metrics = _metrics(rows, metric)
+    table = "\n\n".join(_headed(m, _sections(rows, m), len(metrics)) for m in metrics)
     curves = collect_curves(sorted({Path(r["run"]) for r in rows}), metric)
     if curves:
         table += "\n\n" + curves_table(curves, metric) + "\n\n![QAT curves](curves.png)"
         save(curves_figure(curves, metric), out / "curves.png")
     write_text_atomic(out / "compare.md", table + "\n")
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))  # seg runs add mask
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out / "compare.csv", buffer.getvalue())
+    _write_csv(rows, out / "compare.csv")
     save(method_comparison(*grid(rows, metric), metric=metric), out / "compare.png")
     return table

@@ -19,4 +19,5 @@ class CompareRuns(Callback):
             print(f"compare: no finished run in {sweep}", flush=True)
             return
         table = write_report(rows, sweep)
-        print(f"\n{table}\n\nwrote {sweep / 'compare.md'}, compare.csv and compare.png", flush=True)
+        print(f"\n{table}\n\nwrote {sweep / 'compare.md'} and compare.csv (per model in its own folder where the "
+              "sweep has several), with the charts", flush=True)
