@@ -15,7 +15,7 @@ from yoloq.report.wandb_report import FINAL, RecordedApi, build_report, recorded
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_report_charts_what_runs_log_grouped_by_method_and_bits():
+def test_the_report_charts_what_runs_log_grouped_by_model_method_and_bits():
     # the summary keys the report charts are the ones a run writes
     results = [StageResult(s, "ema_qc", 3, 3, {"mAP50-95": 0.5, "mAP50": 0.7}, 1.0, "x") for s in ("fp", "qat", "folded")]
     assert set(FINAL) <= set(summary_of(results))
@@ -25,7 +25,10 @@ def test_the_report_charts_what_runs_log_grouped_by_method_and_bits():
     grid = next(b for b in spec["blocks"] if b["type"] == "panel-grid")["metadata"]
     run_set = grid["runSets"][0]
     # W&B keeps a nested config value under <key>.value: method.name is grouped as method.value.name
-    assert [g["name"] for g in run_set["grouping"]] == ["method.value.name", "w_bits.value"]
+    assert [g["name"] for g in run_set["grouping"]] == ["model.value.name", "method.value.name", "w_bits.value"]
+    # the panels follow that grouping: one grouped by method alone would pool bit widths and models
+    assert not any(p["config"].get("groupBy") for p in grid["panelBankSectionConfig"]["panels"]
+                   if p["viewType"] in ("Bar Chart", "Run History Line Plot"))
     assert run_set["filters"] and "yolov5n-shapes" in json.dumps(run_set["filters"])
     for key in (*FINAL, "qat-epoch/mAP50-95"):
         assert key in text, key

@@ -1,6 +1,6 @@
 """`yoloq wandb-report --project yoloq [--group yolov5n-shapes]`: the method comparison as a W&B report, built
 with wandb-workspaces from what yoloq logs: runs grouped by method and bit width (the config's `method.name`
-and `w_bits`), the final QAT and QC mAP as bars with the seed spread, the QAT mAP per epoch, and the run
+and `w_bits`, per `model.name`), the final QAT and QC mAP as bars with the seed spread, the QAT mAP per epoch, and the run
 comparer. `--dry-run` prints the report's spec instead of saving it (no network); saving needs W&B online
 (`wandb login`)."""
 
@@ -21,15 +21,17 @@ def build_report(project: str, entity: str | None, group: str | None, title: str
 
     runs = wr.Runset(entity=entity or "", project=project, name=f"group {group}" if group else "all runs",
                      filters=f"Group = '{group}'" if group else "",
-                     groupby=["config.method.name", "config.w_bits"])
-    bars = [wr.BarPlot(title=key, metrics=[wr.SummaryMetric(key)], groupby="config.method.name",
-                       groupby_aggfunc="mean", groupby_rangefunc="stddev") for key in FINAL]
-    lines = [wr.LinePlot(title=key, x="Step", y=[key], groupby="config.method.name", groupby_aggfunc="mean",
-                         groupby_rangefunc="stddev") for key in PER_EPOCH]
+                     groupby=["config.model.name", "config.method.name", "config.w_bits"])
+    # no panel-level groupby: the panels follow the run set's grouping, so one bar or line is one model, method
+    # and bit width (a panel grouped by method alone would pool bit widths, and the models of other_models)
+    bars = [wr.BarPlot(title=key, metrics=[wr.SummaryMetric(key)], groupby_aggfunc="mean",
+                       groupby_rangefunc="stddev") for key in FINAL]
+    lines = [wr.LinePlot(title=key, x="Step", y=[key], groupby_aggfunc="mean", groupby_rangefunc="stddev")
+             for key in PER_EPOCH]
     blocks = [
         wr.H1("Methods compared"),
-        wr.P("One bar per method (mean over seeds, whiskers: std over seeds) for each bit width; the runs are "
-             "grouped by method.name and w_bits, so every seed of one method and bit width is one group. "
+        wr.P("One bar per model, method and bit width (mean over seeds, whiskers: std over seeds): the runs are "
+             "grouped by model.name, method.name and w_bits, so every seed of one such cell is one group. "
              "compare.md in the sweep folder holds the same numbers with paired confidence intervals."),
         wr.PanelGrid(runsets=[runs], panels=bars + lines + [wr.RunComparer(diff_only="split")]),
     ]
