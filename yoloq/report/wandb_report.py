@@ -1,8 +1,8 @@
 """`yoloq wandb-report --project yoloq [--group yolov5n-shapes]`: the method comparison as a W&B report, built
-with wandb-workspaces from what yoloq logs: runs grouped by method and bit width (the config's `method.name`
-and `w_bits`, per `model.name`), the final QAT and QC mAP as bars with the seed spread, the QAT mAP per epoch, and the run
-comparer. `--dry-run` prints the report's spec instead of saving it (no network); saving needs W&B online
-(`wandb login`)."""
+with wandb-workspaces from what yoloq logs: runs grouped by model, method and bit width (the config's
+`model.name`, `method.name` and `w_bits`), the final QAT and QC mAP as bars with the seed spread, the QAT mAP per
+epoch, and the run comparer. `--dry-run` prints the report's spec instead of saving it (no network); saving needs
+W&B online (`wandb login`)."""
 
 from __future__ import annotations
 
