@@ -386,7 +386,8 @@ class Trainer:
         if self.ddp is not None:  # one process has nothing to compare (hashing a large model costs seconds)
             self._check_replicas()
         if self.threads is not None and self.threads.changes:
-            log.info("%s: the CPU thread count changed %d times while other work competed for the cores", self.name,
+            log.info("%s: the CPU thread count changed %d times while other processes (another job, or this run's "
+                     "own data loader workers) competed for the cores", self.name,
                      self.threads.changes)
         self._hook("on_stage_end")
         self.wall_time += self._elapsed()
