@@ -146,6 +146,7 @@ commands:
   export   a quantized checkpoint as ONNX QDQ (yoloq export +checkpoint=runs/<run>/folded.pt)
   mixed    per-layer bit widths within a BOPs budget (yoloq mixed search=eagl high=4 low=2 budget=3)
   compare  tabulate finished runs (yoloq compare runs/<sweep>/*)
+  convergence  the doubling test: runs of one recipe at several QAT lengths (yoloq convergence runs/*)
   bench    speed and memory of fake-quantized training (yoloq bench --sections step)
   wandb-report  the method comparison as a W&B report (yoloq wandb-report --project yoloq --group <group>)
 
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
         from yoloq.report.command import main as compare
 
         compare(rest)
+    elif command == "convergence":
+        from yoloq.report.convergence import main as convergence
+
+        sys.exit(convergence(rest))
     elif command == "bench":
         from yoloq.bench.command import main as bench
 
@@ -175,6 +180,6 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(wandb_report(rest))
     else:
-        print(f"error: unknown command {command!r}: use one of train, eval, export, mixed, compare, bench, wandb-report (yoloq --help)",
+        print(f"error: unknown command {command!r}: use one of train, eval, export, mixed, compare, convergence, bench, wandb-report (yoloq --help)",
               file=sys.stderr)
         sys.exit(2)

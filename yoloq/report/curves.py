@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from yoloq.report.compare import qat_label
 
 
-def _qat_points(run: Path, metric: str) -> dict[int, float]:
+def qat_points(run: Path, metric: str = "mAP50-95") -> dict[int, float]:
+    """{epoch: metric} of the QAT model at each evaluated epoch, from the run's metrics.jsonl."""
     points = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         try:
@@ -40,7 +41,7 @@ def collect_curves(run_dirs: list[Path], metric: str = "mAP50-95") -> dict[tuple
         if cfg.get("qat_from") or not qat:
             continue
         label = qat_label(qat[0]["method"], cfg)
-        for epoch, value in _qat_points(run, metric).items():
+        for epoch, value in qat_points(run, metric).items():
             curves[(label, qat[0]["bits"])][epoch].append(value)
     return {key: dict(sorted(points.items())) for key, points in curves.items()}
 

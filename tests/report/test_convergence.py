@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from yoloq.cli import main as cli_main
+from yoloq.errors import UserError
+from yoloq.report.convergence import doublings, groups, run_row, write_convergence
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def length_run(folder: Path, method: str, epochs: int, seed: int, final: float, curve: dict[int, float] | None = None,
+               lr0: float = 0.01, eval_every: int = 2, qc_lr: float = 0.001, qat_from: str | None = None,
+               fp: float = 0.7):
+    """A finished run folder as the trainer leaves it: config.yaml, results.json and metrics.jsonl."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        f"seed: {seed}\nmodel:\n  name: yolov7-tiny\n" + (f"qat_from: {qat_from}\n" if qat_from else "") +
+        f"trainer:\n  workers: {seed}\n  qat:\n    epochs: {epochs}\n    lr0: {lr0}\n    eval_every: {eval_every}\n"
+        f"  qc:\n    lr: {qc_lr}\nmethod:\n  name: {method}\n  qc:\n    per_channel: {str(qc_lr > 0).lower()}\n")
+    rows = [{"stage": "fp", "method": "fp", "bits": "FP32", "metrics": {"mAP50-95": fp}},
+            {"stage": "qat", "method": method, "bits": "W4A4", "metrics": {"mAP50-95": final}}]
+    (folder / "results.json").write_text(json.dumps(rows))
+    curve = {**(curve or {}), epochs: final}
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"kind": "qat-epoch", "epoch": e, "step": 100 * e, "mAP50-95": v}) + "\n" for e, v in curve.items()))
+
+
+def test_doubling_verdicts_against_the_seed_spread(tmp_path):
+    # LSQ: 8 epochs on two seeds (std 0.0141), 16 on both (gain +0.005 mean), 32 on seed 0 only (gain +0.02).
+    length_run(tmp_path / "l8s0", "lsq", 8, 0, 0.60, {4: 0.5})
+    length_run(tmp_path / "l8s1", "lsq", 8, 1, 0.62, {4: 0.52})
+    length_run(tmp_path / "l16s0", "lsq", 16, 0, 0.61, {8: 0.58})
+    length_run(tmp_path / "l16s1", "lsq", 16, 1, 0.62)
+    length_run(tmp_path / "l32s0", "lsq", 32, 0, 0.63)
+    # EMA: the QAT stage of ema_qc runs is EMA's (QC settings may differ); one seed per length: no spread.
+    length_run(tmp_path / "e8s0", "ema_qc", 8, 0, 0.60)
+    length_run(tmp_path / "e16s0", "ema", 16, 0, 0.70, qc_lr=0.0)
+    length_run(tmp_path / "qc_only", "lsq_qc", 8, 2, 0.99, qat_from=str(tmp_path / "l8s0"))  # not its own QAT
+    (tmp_path / "unfinished").mkdir()
+    rows = [r for r in (run_row(p) for p in sorted(tmp_path.iterdir())) if r is not None]
+    grouped = groups(rows)
+    assert sorted(grouped) == [("yolov7-tiny", "ema", "W4A4"), ("yolov7-tiny", "lsq", "W4A4")]
+
+    lsq = doublings(grouped[("yolov7-tiny", "lsq", "W4A4")])
+    assert [(d["epochs"], d["doubled"], d["seeds"]) for d in lsq] == [(8, 16, [0, 1]), (16, 32, [0])]
+    assert lsq[0]["per_seed"] == pytest.approx([0.01, 0.0]) and lsq[0]["gain"] == pytest.approx(0.005)
+    assert lsq[0]["spread"] == pytest.approx(0.0141421, rel=1e-4) and lsq[0]["spread_at"] == 8
+    assert lsq[0]["verdict"] == "converged"
+    assert lsq[1]["gain"] == pytest.approx(0.02) and lsq[1]["spread_at"] == 16  # 16 has two seeds too
+    assert lsq[1]["spread"] == pytest.approx(0.0070711, rel=1e-4) and lsq[1]["verdict"] == "not converged"
+    ema = doublings(grouped[("yolov7-tiny", "ema", "W4A4")])
+    assert ema[0]["gain"] == pytest.approx(0.10) and ema[0]["verdict"] == "no seed spread: run a second seed"
+
+    text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
+    assert "| 8 | 61.00 ± 1.41 (n=2) | s0: 60.00, s1: 62.00 |" in text
+    assert "| 8 -> 16 | +0.5 [-5.9, +6.9] (n=2) | s0: +1.00, s1: +0.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
+    assert "| 16 -> 32 | +2.0 (n=1, no interval) | s0: +2.00 | 0.71 (at 16 epochs, n=2) | not converged |" in text
+    csv_lines = (tmp_path / "out" / "convergence.csv").read_text().splitlines()
+    assert csv_lines[0] == "run,model,label,bits,epochs,seed,mAP50-95,fp" and len(csv_lines) == 1 + 7
+    assert (tmp_path / "out" / "convergence.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_of_different_recipes_are_refused(tmp_path):
+    length_run(tmp_path / "a", "lsq", 8, 0, 0.6, lr0=0.01, eval_every=1)
+    length_run(tmp_path / "b", "lsq", 16, 0, 0.6, lr0=0.002, eval_every=4)  # eval_every alone would be fine
+    rows = [run_row(tmp_path / "a"), run_row(tmp_path / "b")]
+    with pytest.raises(UserError, match=r"yolov7-tiny lsq W4A4 runs differ .*trainer\.qat\.lr0 \(0\.002, 0\.01\)"):
+        groups(rows)
+    length_run(tmp_path / "c", "lsq", 16, 0, 0.6, fp=0.71)  # same config, another FP model (another machine)
+    with pytest.raises(UserError, match=r"the FP model's mAP \(0\.7, 0\.71\)"):
+        groups([run_row(tmp_path / "a"), run_row(tmp_path / "c")])
+
+
+def test_cli_one_line_errors(tmp_path, capsys):
+    script = str(ROOT / "scripts" / "convergence.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr
+    length_run(tmp_path / "a", "lsq", 8, 0, 0.6)
+    length_run(tmp_path / "b", "lsq", 16, 0, 0.6, lr0=0.02)
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "trainer.qat.lr0" in proc.stderr and "Traceback" not in proc.stderr
+    length_run(tmp_path / "c", "lsq", 16, 0, 0.61)
+    with pytest.raises(SystemExit) as exit_:  # the `yoloq convergence` console command
+        cli_main(["convergence", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 0
+    assert "| 8 -> 16 | +1.0 (n=1, no interval) | s0: +1.00 |  | no seed spread: run a second seed |" in capsys.readouterr().out

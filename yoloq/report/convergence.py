@@ -1,0 +1,212 @@
+"""The doubling test of issue 16 (item 2): is a QAT recipe converged? Runs of one recipe at several QAT lengths
+(`trainer.qat.epochs`), each with one or more seeds, are grouped by model, method and bits. For every length E
+that was also run at 2E, the report gives the gain of the longer run, paired on the seeds both ran (mean and a 95%
+interval), against the seed-to-seed spread of single runs (the sample std over seeds at E, else at 2E). The
+recipe counts as converged at E when doubling it gains less than that spread: a longer run would then change a
+comparison less than running another seed does.
+
+    python scripts/convergence.py runs/e8-* runs/e16-* runs/e32-* --out docs/compare/convergence
+
+Runs of a group must share everything that shapes training except the QAT length (and how often it is evaluated):
+the FP model, the QAT optimizer and schedule, the data, the quantizer and method settings. Mixing recipes is
+refused with the keys that differ, since a gain between two recipes is not a convergence test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from yoloq.atomic import write_text_atomic
+from yoloq.errors import UserError
+from yoloq.report.compare import qat_label
+from yoloq.report.curves import qat_points
+from yoloq.report.stats import interval_cell, mean_interval
+from yoloq.track.plots import save
+
+RECIPE = ("trainer", "data", "quant", "method")  # the config sections that must agree within a group
+NOT_RECIPE = {"trainer.qat.epochs", "trainer.qat.eval_every", "trainer.workers", "trainer.threads",
+              "trainer.adapt_threads", "method.name", "data.workers"}  # length, bookkeeping, and the QC stage
+NOT_RECIPE_PREFIXES = ("trainer.qc.", "method.qc.")  # after QAT: a _qc run's QAT stage is its base method's
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _recipe(cfg) -> dict:
+    """The dotted config keys that shape QAT, without the length."""
+    sections = {s: OmegaConf.to_container(cfg[s], resolve=True) for s in RECIPE if cfg.get(s) is not None}
+    return {k: v for k, v in _flat(sections).items()
+            if k not in NOT_RECIPE and not k.startswith(NOT_RECIPE_PREFIXES)}
+
+
+def run_row(run: Path, metric: str = "mAP50-95") -> dict | None:
+    """One finished run's QAT result, or None (unfinished, or QC on another run's QAT model)."""
+    if not (run / "results.json").is_file() or not (run / "config.yaml").is_file():
+        return None
+    cfg = OmegaConf.load(run / "config.yaml")
+    results = json.loads((run / "results.json").read_text())
+    qat = [r for r in results if r["stage"] == "qat"]
+    fp = next((r["metrics"].get(metric) for r in results if r["stage"] == "fp"), None)
+    epochs = OmegaConf.select(cfg, "trainer.qat.epochs")
+    if cfg.get("qat_from") or not qat or epochs is None or qat[0]["metrics"].get(metric) is None:
+        return None
+    return {"run": str(run), "model": OmegaConf.select(cfg, "model.name", default=None) or "",
+            "label": qat_label(qat[0]["method"], cfg), "bits": qat[0]["bits"], "epochs": int(epochs),
+            "seed": cfg.get("seed"), metric: qat[0]["metrics"][metric], "fp": fp,
+            "recipe": {**_recipe(cfg), "the FP model's mAP": fp}}  # one config can train two FP models (machines)
+
+
+def groups(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """{(model, label, bits): rows}; a UserError where one group holds runs of different recipes."""
+    out = defaultdict(list)
+    for r in rows:
+        out[(r["model"], r["label"], r["bits"])].append(r)
+    for key, rs in out.items():
+        keys = set().union(*(r["recipe"] for r in rs))
+        differ = sorted(k for k in keys if len({json.dumps(r["recipe"].get(k)) for r in rs}) > 1)
+        if differ:
+            shown = ", ".join(f"{k} ({', '.join(sorted({str(r['recipe'].get(k)) for r in rs}))})" for k in differ[:3])
+            raise UserError(f"the {' '.join(filter(None, key))} runs differ in more than their QAT length: {shown}"
+                            f"{' ...' if len(differ) > 3 else ''}; pass the runs of one recipe")
+    return dict(out)
+
+
+def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
+    """For each length E run at 2E too: the paired gain of 2E over E and the seed spread it is judged against."""
+    by = defaultdict(dict)  # epochs -> {seed: value}
+    for r in rs:
+        by[r["epochs"]][r["seed"]] = r[metric]
+    out = []
+    for e in sorted(by):
+        if 2 * e not in by:
+            continue
+        seeds = sorted(set(by[e]) & set(by[2 * e]))
+        spread_at = next((x for x in (e, 2 * e) if len(by[x]) > 1), None)
+        spread = statistics.stdev(by[spread_at].values()) if spread_at else None
+        row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": spread, "spread_at": spread_at,
+               "n_spread": len(by[spread_at]) if spread_at else 0}
+        if seeds:
+            row["per_seed"] = [by[2 * e][s] - by[e][s] for s in seeds]
+            row["gain"], row["low"], row["high"] = mean_interval(row["per_seed"])
+            row["verdict"] = ("no seed spread: run a second seed" if spread is None else
+                              "converged" if row["gain"] < spread else "not converged")
+        else:
+            row["verdict"] = "no seed ran both lengths"
+        out.append(row)
+    return out
+
+
+def _lengths_table(rs: list[dict], metric: str) -> str:
+    by = defaultdict(list)
+    for r in sorted(rs, key=lambda r: (r["epochs"], str(r["seed"]))):
+        by[r["epochs"]].append(r)
+    lines = [f"| QAT epochs | {metric} x 100 | per seed |", "|---|---|---|"]
+    for e, runs in sorted(by.items()):
+        values = [r[metric] for r in runs]
+        spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        per_seed = ", ".join(f"s{r['seed']}: {100 * r[metric]:.2f}" for r in runs)
+        lines.append(f"| {e} | {100 * statistics.fmean(values):.2f}{spread} (n={len(values)}) | {per_seed} |")
+    return "\n".join(lines)
+
+
+def _doublings_table(rows: list[dict]) -> str:
+    lines = ["| doubling | gain, paired on seeds [95% CI] | per seed | seed spread (std) | verdict |",
+             "|---|---|---|---|---|"]
+    for d in rows:
+        gain = interval_cell(d["gain"], d["low"], d["high"], len(d["seeds"])) if d["seeds"] else ""
+        per_seed = ", ".join(f"s{s}: {100 * g:+.2f}" for s, g in zip(d["seeds"], d.get("per_seed", [])))
+        spread = f"{100 * d['spread']:.2f} (at {d['spread_at']} epochs, n={d['n_spread']})" if d["spread"] is not None else ""
+        lines.append(f"| {d['epochs']} -> {d['doubled']} | {gain} | {per_seed} | {spread} | {d['verdict']} |")
+    return "\n".join(lines)
+
+
+def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
+    """One panel per group: the QAT model's mAP by epoch for each length (mean over seeds, min-max band), and
+    the FP model it started from as a dashed line."""
+    fig = Figure(figsize=(5.5 * len(grouped), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(grouped), squeeze=False)[0])
+    for ax, ((model, label, bits), rs) in zip(axes, sorted(grouped.items())):
+        lengths = sorted({r["epochs"] for r in rs})
+        for i, e in enumerate(lengths):
+            curves = defaultdict(list)
+            for r in rs:
+                if r["epochs"] == e and (Path(r["run"]) / "metrics.jsonl").is_file():
+                    for epoch, value in qat_points(Path(r["run"]), metric).items():
+                        curves[epoch].append(100 * value)
+            if not curves:
+                continue
+            epochs = sorted(curves)
+            ax.plot(epochs, [np.mean(curves[x]) for x in epochs], marker="o", ms=3, color=f"C{i % 10}",
+                    label=f"{e} epochs (n={sum(r['epochs'] == e for r in rs)})")
+            ax.fill_between(epochs, [min(curves[x]) for x in epochs], [max(curves[x]) for x in epochs],
+                            color=f"C{i % 10}", alpha=0.2, lw=0)
+        for fp in {r["fp"] for r in rs if r["fp"] is not None}:  # one FP model per group (groups() checks)
+            ax.axhline(100 * fp, color="0.4", ls="--", lw=1, label=f"FP {100 * fp:.1f}")
+        ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100", title=f"{' '.join(filter(None, (model, label, bits)))}: "
+               "runs of several lengths")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95") -> str:
+    """convergence.md (per group: each length's result and each doubling's verdict), .csv (one row per run) and
+    .png (the curves) in `out`; returns the markdown."""
+    rows = [r for r in (run_row(Path(d), metric) for d in run_dirs) if r is not None]
+    if not rows:
+        raise UserError("none of the given folders is a finished QAT run: pass run folders holding results.json "
+                        "and config.yaml, e.g. runs/*")
+    grouped = groups(rows)
+    sections = []
+    for key, rs in sorted(grouped.items()):
+        section = f"## {' '.join(filter(None, key))}\n\n{_lengths_table(rs, metric)}"
+        d = doublings(rs, metric)
+        section += ("\n\n" + _doublings_table(d)) if d else "\n\nNo length was also run at twice its epochs."
+        sections.append(section)
+    text = "\n\n".join(sections) + (
+        f"\n\n{metric} x 100 of the QAT model after its last epoch. A doubling's gain is paired on the seeds that ran"
+        " both lengths (Student's t; bold where the interval excludes 0); converged: the gain is below the seed"
+        " spread, the sample std over seeds of single runs.\n\n![QAT curves by run length](convergence.png)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "convergence.md", text + "\n")
+    buffer = io.StringIO(newline="")
+    fields = ["run", "model", "label", "bits", "epochs", "seed", metric, "fp"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: (r["model"], r["label"], r["bits"], r["epochs"], str(r["seed"]))))
+    write_text_atomic(out / "convergence.csv", buffer.getvalue())
+    save(convergence_figure(grouped, metric), out / "convergence.png")
+    return text
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    from yoloq.report.compare import METRICS
+
+    parser = argparse.ArgumentParser(prog="yoloq convergence", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders of one recipe at several QAT lengths")
+    parser.add_argument("--out", type=Path, default=None, help="folder for convergence.md, .csv and .png "
+                        "(default: the first run's parent)")
+    parser.add_argument("--metric", default="mAP50-95", choices=METRICS, help="mask_* for -seg runs")
+    args = parser.parse_args(argv)
+    out = args.out or args.runs[0].parent
+    try:
+        print(write_convergence(args.runs, out, args.metric))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'convergence.md'}, convergence.csv and convergence.png")
+    return 0
