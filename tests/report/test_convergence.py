@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from yoloq.cli import main as cli_main
-from yoloq.errors import UserError
 from yoloq.report.convergence import doublings, groups, run_row, write_convergence
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,36 +42,47 @@ def test_doubling_verdicts_against_the_seed_spread(tmp_path):
     (tmp_path / "unfinished").mkdir()
     rows = [r for r in (run_row(p) for p in sorted(tmp_path.iterdir())) if r is not None]
     grouped = groups(rows)
-    assert sorted(grouped) == [("yolov7-tiny", "ema", "W4A4"), ("yolov7-tiny", "lsq", "W4A4")]
+    assert sorted(grouped) == [("yolov7-tiny", "ema", "W4A4", ""), ("yolov7-tiny", "lsq", "W4A4", "")]
 
-    lsq = doublings(grouped[("yolov7-tiny", "lsq", "W4A4")])
+    lsq = doublings(grouped[("yolov7-tiny", "lsq", "W4A4", "")])
     assert [(d["epochs"], d["doubled"], d["seeds"]) for d in lsq] == [(8, 16, [0, 1]), (16, 32, [0])]
     assert lsq[0]["per_seed"] == pytest.approx([0.01, 0.0]) and lsq[0]["gain"] == pytest.approx(0.005)
     assert lsq[0]["spread"] == pytest.approx(0.0141421, rel=1e-4) and lsq[0]["spread_at"] == 8
     assert lsq[0]["verdict"] == "converged"
     assert lsq[1]["gain"] == pytest.approx(0.02) and lsq[1]["spread_at"] == 16  # 16 has two seeds too
     assert lsq[1]["spread"] == pytest.approx(0.0070711, rel=1e-4) and lsq[1]["verdict"] == "not converged"
-    ema = doublings(grouped[("yolov7-tiny", "ema", "W4A4")])
+    ema = doublings(grouped[("yolov7-tiny", "ema", "W4A4", "")])
     assert ema[0]["gain"] == pytest.approx(0.10) and ema[0]["verdict"] == "no seed spread: run a second seed"
+
+    length_run(tmp_path / "l64s0", "lsq", 64, 0, 0.635)  # one seed at 32 and 64: the spread of the nearest length
+    lsq = doublings(groups([r for r in (run_row(p) for p in sorted(tmp_path.iterdir())) if r is not None])[
+        ("yolov7-tiny", "lsq", "W4A4", "")])
+    assert lsq[2]["epochs"] == 32 and lsq[2]["spread_at"] == 16 and lsq[2]["verdict"] == "converged"
 
     text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
     assert "| 8 | 61.00 ± 1.41 (n=2) | s0: 60.00, s1: 62.00 |" in text
+    assert "The FP model they start from: 70.00" in text
     assert "| 8 -> 16 | +0.5 [-5.9, +6.9] (n=2) | s0: +1.00, s1: +0.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
     assert "| 16 -> 32 | +2.0 (n=1, no interval) | s0: +2.00 | 0.71 (at 16 epochs, n=2) | not converged |" in text
     csv_lines = (tmp_path / "out" / "convergence.csv").read_text().splitlines()
-    assert csv_lines[0] == "run,model,label,bits,epochs,seed,mAP50-95,fp" and len(csv_lines) == 1 + 7
+    assert csv_lines[0] == "run,model,label,bits,recipe_name,epochs,seed,mAP50-95,fp" and len(csv_lines) == 1 + 8
     assert (tmp_path / "out" / "convergence.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_runs_of_different_recipes_are_refused(tmp_path):
-    length_run(tmp_path / "a", "lsq", 8, 0, 0.6, lr0=0.01, eval_every=1)
-    length_run(tmp_path / "b", "lsq", 16, 0, 0.6, lr0=0.002, eval_every=4)  # eval_every alone would be fine
-    rows = [run_row(tmp_path / "a"), run_row(tmp_path / "b")]
-    with pytest.raises(UserError, match=r"yolov7-tiny lsq W4A4 runs differ .*trainer\.qat\.lr0 \(0\.002, 0\.01\)"):
-        groups(rows)
-    length_run(tmp_path / "c", "lsq", 16, 0, 0.6, fp=0.71)  # same config, another FP model (another machine)
-    with pytest.raises(UserError, match=r"the FP model's mAP \(0\.7, 0\.71\)"):
-        groups([run_row(tmp_path / "a"), run_row(tmp_path / "c")])
+def test_runs_of_different_recipes_form_groups_of_their_own(tmp_path):
+    length_run(tmp_path / "a8", "lsq", 8, 0, 0.6, lr0=0.01, eval_every=1)
+    length_run(tmp_path / "a16", "lsq", 16, 0, 0.7, lr0=0.01, eval_every=4)  # eval_every alone: the same recipe
+    length_run(tmp_path / "b16", "lsq", 16, 0, 0.6, lr0=0.002)
+    length_run(tmp_path / "c16", "lsq", 16, 0, 0.65, lr0=0.01, fp=0.71)  # same config, another FP model (machine)
+    grouped = groups([run_row(tmp_path / r) for r in ("a8", "a16", "b16", "c16")])
+    names = {key[3]: sorted(Path(r["run"]).name for r in rs) for key, rs in grouped.items()}
+    assert names == {"the FP model's mAP=0.7, trainer.qat.lr0=0.01": ["a16", "a8"],
+                     "the FP model's mAP=0.7, trainer.qat.lr0=0.002": ["b16"],
+                     "the FP model's mAP=0.71, trainer.qat.lr0=0.01": ["c16"]}
+    text = write_convergence([tmp_path / r for r in ("a8", "a16", "b16", "c16")], tmp_path / "out")
+    assert "## yolov7-tiny lsq W4A4 (the FP model's mAP=0.7, trainer.qat.lr0=0.01)" in text
+    assert text.count("| 8 -> 16 |") == 1  # only the recipe run at both lengths has a doubling
+    assert "lr0=0.002" in (tmp_path / "out" / "convergence.csv").read_text()
 
 
 def test_cli_one_line_errors(tmp_path, capsys):
@@ -80,12 +90,12 @@ def test_cli_one_line_errors(tmp_path, capsys):
     proc = subprocess.run([sys.executable, script, str(tmp_path / "nothing")], capture_output=True, text=True)
     assert proc.returncode == 2 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr
     length_run(tmp_path / "a", "lsq", 8, 0, 0.6)
-    length_run(tmp_path / "b", "lsq", 16, 0, 0.6, lr0=0.02)
-    proc = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True,
-                          text=True)
-    assert proc.returncode == 2 and "trainer.qat.lr0" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "a" / "results.json").write_text("[]")  # a run that stopped before its QAT stage
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "a")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "none of the given folders" in proc.stderr and "Traceback" not in proc.stderr
+    length_run(tmp_path / "a8", "lsq", 8, 0, 0.6)
     length_run(tmp_path / "c", "lsq", 16, 0, 0.61)
     with pytest.raises(SystemExit) as exit_:  # the `yoloq convergence` console command
-        cli_main(["convergence", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "out")])
+        cli_main(["convergence", str(tmp_path / "a8"), str(tmp_path / "c"), "--out", str(tmp_path / "out")])
     assert exit_.value.code == 0
     assert "| 8 -> 16 | +1.0 (n=1, no interval) | s0: +1.00 |  | no seed spread: run a second seed |" in capsys.readouterr().out

@@ -1,15 +1,16 @@
 """The doubling test of issue 16 (item 2): is a QAT recipe converged? Runs of one recipe at several QAT lengths
-(`trainer.qat.epochs`), each with one or more seeds, are grouped by model, method and bits. For every length E
-that was also run at 2E, the report gives the gain of the longer run, paired on the seeds both ran (mean and a 95%
-interval), against the seed-to-seed spread of single runs (the sample std over seeds at E, else at 2E). The
-recipe counts as converged at E when doubling it gains less than that spread: a longer run would then change a
+(`trainer.qat.epochs`), each with one or more seeds, are grouped by model, method, bits and recipe. For every
+length E that was also run at 2E, the report gives the gain of the longer run, paired on the seeds both ran (mean
+and a 95% interval), against the seed-to-seed spread of single runs (the sample std over seeds at E, else at 2E,
+else at the nearest length run with several seeds). The recipe counts as converged at E when doubling it gains less than that spread: a longer run would then change a
 comparison less than running another seed does.
 
     python scripts/convergence.py runs/e8-* runs/e16-* runs/e32-* --out docs/compare/convergence
 
-Runs of a group must share everything that shapes training except the QAT length (and how often it is evaluated):
-the FP model, the QAT optimizer and schedule, the data, the quantizer and method settings. Mixing recipes is
-refused with the keys that differ, since a gain between two recipes is not a convergence test."""
+The runs of a group share everything that shapes training except the QAT length (and how often it is evaluated):
+the FP model, the QAT optimizer and schedule, the data, the quantizer and method settings. Runs of several
+recipes are split into one group per recipe, named by the keys that differ (e.g. `trainer.qat.lr0=0.002`), since
+a gain between two recipes is not a convergence test."""
 
 from __future__ import annotations
 
@@ -67,19 +68,30 @@ def run_row(run: Path, metric: str = "mAP50-95") -> dict | None:
             "recipe": {**_recipe(cfg), "the FP model's mAP": fp}}  # one config can train two FP models (machines)
 
 
-def groups(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
-    """{(model, label, bits): rows}; a UserError where one group holds runs of different recipes."""
-    out = defaultdict(list)
+def _shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def groups(rows: list[dict]) -> dict[tuple[str, str, str, str], list[dict]]:
+    """{(model, label, bits, recipe): rows}. Runs of one model, method and bits but of different recipes (e.g. two
+    learning rates, or two FP models) form one group per recipe, named by the keys that set them apart, since a
+    gain between two recipes is no convergence test; `recipe` is "" where there is one. Each row gets it too."""
+    by_method = defaultdict(list)
     for r in rows:
-        out[(r["model"], r["label"], r["bits"])].append(r)
-    for key, rs in out.items():
+        by_method[(r["model"], r["label"], r["bits"])].append(r)
+    out = defaultdict(list)
+    for key, rs in by_method.items():
         keys = set().union(*(r["recipe"] for r in rs))
         differ = sorted(k for k in keys if len({json.dumps(r["recipe"].get(k)) for r in rs}) > 1)
-        if differ:
-            shown = ", ".join(f"{k} ({', '.join(sorted({str(r['recipe'].get(k)) for r in rs}))})" for k in differ[:3])
-            raise UserError(f"the {' '.join(filter(None, key))} runs differ in more than their QAT length: {shown}"
-                            f"{' ...' if len(differ) > 3 else ''}; pass the runs of one recipe")
+        for r in rs:
+            r["recipe_name"] = ", ".join(f"{k}={_shown(r['recipe'].get(k))}" for k in differ)
+            out[(*key, r["recipe_name"])].append(r)
     return dict(out)
+
+
+def _title(key: tuple) -> str:
+    model, label, bits, recipe = key
+    return " ".join(filter(None, (model, label, bits))) + (f" ({recipe})" if recipe else "")
 
 
 def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
@@ -92,7 +104,9 @@ def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
         if 2 * e not in by:
             continue
         seeds = sorted(set(by[e]) & set(by[2 * e]))
-        spread_at = next((x for x in (e, 2 * e) if len(by[x]) > 1), None)
+        # the spread of single runs at E, else at 2E, else at the nearest length that ran several seeds
+        several = sorted((x for x in by if len(by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
+        spread_at = next((x for x in (e, 2 * e) if len(by[x]) > 1), several[0] if several else None)
         spread = statistics.stdev(by[spread_at].values()) if spread_at else None
         row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": spread, "spread_at": spread_at,
                "n_spread": len(by[spread_at]) if spread_at else 0}
@@ -134,9 +148,13 @@ def _doublings_table(rows: list[dict]) -> str:
 def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
     """One panel per group: the QAT model's mAP by epoch for each length (mean over seeds, min-max band), and
     the FP model it started from as a dashed line."""
-    fig = Figure(figsize=(5.5 * len(grouped), 4))
-    axes = np.atleast_1d(fig.subplots(1, len(grouped), squeeze=False)[0])
-    for ax, ((model, label, bits), rs) in zip(axes, sorted(grouped.items())):
+    cols = min(3, len(grouped))
+    rows = -(-len(grouped) // cols)
+    fig = Figure(figsize=(5.5 * cols, 4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(grouped):]:
+        ax.set_visible(False)
+    for ax, (key, rs) in zip(axes, sorted(grouped.items())):
         lengths = sorted({r["epochs"] for r in rs})
         for i, e in enumerate(lengths):
             curves = defaultdict(list)
@@ -153,8 +171,7 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
                             color=f"C{i % 10}", alpha=0.2, lw=0)
         for fp in {r["fp"] for r in rs if r["fp"] is not None}:  # one FP model per group (groups() checks)
             ax.axhline(100 * fp, color="0.4", ls="--", lw=1, label=f"FP {100 * fp:.1f}")
-        ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100", title=f"{' '.join(filter(None, (model, label, bits)))}: "
-               "runs of several lengths")
+        ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100", title=_title(key))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
@@ -170,7 +187,9 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
     grouped = groups(rows)
     sections = []
     for key, rs in sorted(grouped.items()):
-        section = f"## {' '.join(filter(None, key))}\n\n{_lengths_table(rs, metric)}"
+        fp = {r["fp"] for r in rs if r["fp"] is not None}
+        section = f"## {_title(key)}\n\n{_lengths_table(rs, metric)}" + (
+            f"\n\nThe FP model they start from: {100 * fp.pop():.2f}" if len(fp) == 1 else "")
         d = doublings(rs, metric)
         section += ("\n\n" + _doublings_table(d)) if d else "\n\nNo length was also run at twice its epochs."
         sections.append(section)
@@ -181,10 +200,11 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "convergence.md", text + "\n")
     buffer = io.StringIO(newline="")
-    fields = ["run", "model", "label", "bits", "epochs", "seed", metric, "fp"]
+    fields = ["run", "model", "label", "bits", "recipe_name", "epochs", "seed", metric, "fp"]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: (r["model"], r["label"], r["bits"], r["epochs"], str(r["seed"]))))
+    writer.writerows(sorted(rows, key=lambda r: (r["model"], r["label"], r["bits"], r["recipe_name"], r["epochs"],
+                                                 str(r["seed"]))))
     write_text_atomic(out / "convergence.csv", buffer.getvalue())
     save(convergence_figure(grouped, metric), out / "convergence.png")
     return text
