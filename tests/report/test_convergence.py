@@ -83,6 +83,9 @@ def test_runs_of_different_recipes_form_groups_of_their_own(tmp_path):
     assert "## yolov7-tiny lsq W4A4 (the FP model's mAP=0.7, trainer.qat.lr0=0.01)" in text
     assert text.count("| 8 -> 16 |") == 1  # only the recipe run at both lengths has a doubling
     assert "lr0=0.002" in (tmp_path / "out" / "convergence.csv").read_text()
+    length_run(tmp_path / "a8again", "lsq", 8, 0, 0.62, lr0=0.01)  # the same seed run twice: averaged
+    grouped = groups([run_row(tmp_path / r) for r in ("a8", "a8again", "a16")])
+    assert doublings(grouped[("yolov7-tiny", "lsq", "W4A4", "")])[0]["per_seed"] == pytest.approx([0.09])
 
 
 def test_cli_one_line_errors(tmp_path, capsys):

@@ -96,9 +96,10 @@ def _title(key: tuple) -> str:
 
 def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
     """For each length E run at 2E too: the paired gain of 2E over E and the seed spread it is judged against."""
-    by = defaultdict(dict)  # epochs -> {seed: value}
+    runs = defaultdict(lambda: defaultdict(list))  # epochs -> {seed: values}; a repeated run is averaged
     for r in rs:
-        by[r["epochs"]][r["seed"]] = r[metric]
+        runs[r["epochs"]][r["seed"]].append(r[metric])
+    by = {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in runs.items()}
     out = []
     for e in sorted(by):
         if 2 * e not in by:
@@ -196,7 +197,7 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
     text = "\n\n".join(sections) + (
         f"\n\n{metric} x 100 of the QAT model after its last epoch. A doubling's gain is paired on the seeds that ran"
         " both lengths (Student's t; bold where the interval excludes 0); converged: the gain is below the seed"
-        " spread, the sample std over seeds of single runs.\n\n![QAT curves by run length](convergence.png)")
+        " spread, the sample std over seeds of single runs (from two or three seeds, a rough estimate).\n\n![QAT curves by run length](convergence.png)")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "convergence.md", text + "\n")
     buffer = io.StringIO(newline="")
