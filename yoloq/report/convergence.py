@@ -170,7 +170,7 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
                     label=f"{e} epochs (n={sum(r['epochs'] == e for r in rs)})")
             ax.fill_between(epochs, [min(curves[x]) for x in epochs], [max(curves[x]) for x in epochs],
                             color=f"C{i % 10}", alpha=0.2, lw=0)
-        for fp in {r["fp"] for r in rs if r["fp"] is not None}:  # one FP model per group (groups() checks)
+        for fp in {r["fp"] for r in rs if r["fp"] is not None}:  # one: the FP model is part of the recipe
             ax.axhline(100 * fp, color="0.4", ls="--", lw=1, label=f"FP {100 * fp:.1f}")
         ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100", title=_title(key))
         ax.grid(alpha=0.3)
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     from yoloq.report.compare import METRICS
 
     parser = argparse.ArgumentParser(prog="yoloq convergence", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders of one recipe at several QAT lengths")
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders at several QAT lengths (each recipe a group)")
     parser.add_argument("--out", type=Path, default=None, help="folder for convergence.md, .csv and .png "
                         "(default: the first run's parent)")
     parser.add_argument("--metric", default="mAP50-95", choices=METRICS, help="mask_* for -seg runs")
