@@ -218,7 +218,8 @@ def main(argv=None) -> int:
     from yoloq.report.compare import METRICS
 
     parser = argparse.ArgumentParser(prog="yoloq convergence", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders at several QAT lengths (each recipe a group)")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="finished run folders at several QAT lengths (each recipe a group)")
     parser.add_argument("--out", type=Path, default=None, help="folder for convergence.md, .csv and .png "
                         "(default: the first run's parent)")
     parser.add_argument("--metric", default="mAP50-95", choices=METRICS, help="mask_* for -seg runs")
