@@ -2,8 +2,8 @@
 (`trainer.qat.epochs`), each with one or more seeds, are grouped by model, method, bits and recipe. For every
 length E that was also run at 2E, the report gives the gain of the longer run, paired on the seeds both ran (mean
 and a 95% interval), against the seed-to-seed spread of single runs (the sample std over seeds at E, else at 2E,
-else at the nearest length run with several seeds). The recipe counts as converged at E when doubling it gains less than that spread: a longer run would then change a
-comparison less than running another seed does.
+else at the nearest length run with several seeds). The recipe counts as converged at E when doubling it gains
+less than that spread: a longer run would then change a comparison less than running another seed does.
 
     python scripts/convergence.py runs/e8-* runs/e16-* runs/e32-* --out docs/compare/convergence
 
@@ -141,7 +141,8 @@ def _doublings_table(rows: list[dict]) -> str:
     for d in rows:
         gain = interval_cell(d["gain"], d["low"], d["high"], len(d["seeds"])) if d["seeds"] else ""
         per_seed = ", ".join(f"s{s}: {100 * g:+.2f}" for s, g in zip(d["seeds"], d.get("per_seed", [])))
-        spread = f"{100 * d['spread']:.2f} (at {d['spread_at']} epochs, n={d['n_spread']})" if d["spread"] is not None else ""
+        spread = (f"{100 * d['spread']:.2f} (at {d['spread_at']} epochs, n={d['n_spread']})"
+                  if d["spread"] is not None else "")
         lines.append(f"| {d['epochs']} -> {d['doubled']} | {gain} | {per_seed} | {spread} | {d['verdict']} |")
     return "\n".join(lines)
 
@@ -197,7 +198,8 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
     text = "\n\n".join(sections) + (
         f"\n\n{metric} x 100 of the QAT model after its last epoch. A doubling's gain is paired on the seeds that ran"
         " both lengths (Student's t; bold where the interval excludes 0); converged: the gain is below the seed"
-        " spread, the sample std over seeds of single runs (from two or three seeds, a rough estimate).\n\n![QAT curves by run length](convergence.png)")
+        " spread, the sample std over seeds of single runs (from two or three seeds, a rough estimate)."
+        "\n\n![QAT curves by run length](convergence.png)")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "convergence.md", text + "\n")
     buffer = io.StringIO(newline="")
