@@ -14,10 +14,12 @@ a gain between two recipes is not a convergence test."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from omegaconf import OmegaConf
 
 from yoloq.atomic import write_text_atomic
 from yoloq.errors import UserError
-from yoloq.report.compare import qat_label
+from yoloq.report.compare import METRICS, qat_label
 from yoloq.report.curves import qat_points
 from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import save
@@ -214,11 +216,6 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    from yoloq.report.compare import METRICS
-
     parser = argparse.ArgumentParser(prog="yoloq convergence", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path,
                         help="finished run folders at several QAT lengths (each recipe a group)")
