@@ -20,6 +20,7 @@ import io
 import json
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
     the FP model it started from as a dashed line."""
     cols = min(3, len(grouped))
     rows = -(-len(grouped) // cols)
-    fig = Figure(figsize=(5.5 * cols, 4 * rows))
+    fig = Figure(figsize=(5.5 * cols, 4 * rows), layout="constrained")  # long titles must not overlap
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(grouped):]:
         ax.set_visible(False)
@@ -175,7 +176,8 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
                             color=f"C{i % 10}", alpha=0.2, lw=0)
         for fp in {r["fp"] for r in rs if r["fp"] is not None}:  # one: the FP model is part of the recipe
             ax.axhline(100 * fp, color="0.4", ls="--", lw=1, label=f"FP {100 * fp:.1f}")
-        ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100", title=_title(key))
+        ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100")
+        ax.set_title(textwrap.fill(_title(key), 50), fontsize=10)  # recipe names run long
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
