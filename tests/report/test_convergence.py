@@ -88,6 +88,22 @@ def test_runs_of_different_recipes_form_groups_of_their_own(tmp_path):
     assert doublings(grouped[("yolov7-tiny", "lsq", "W4A4", "")])[0]["per_seed"] == pytest.approx([0.09])
 
 
+def test_a_run_of_zero_epochs_is_the_calibrated_start_not_a_length(tmp_path):
+    # trainer.qat.epochs=0 evaluates the calibrated model untrained: every curve's start, with no length to double
+    length_run(tmp_path / "e0", "lsq", 0, 0, 0.54)
+    length_run(tmp_path / "e4s0", "lsq", 4, 0, 0.70)
+    length_run(tmp_path / "e4s1", "lsq", 4, 1, 0.71)
+    length_run(tmp_path / "e8s0", "lsq", 8, 0, 0.72)
+    runs = sorted(tmp_path.iterdir())
+    rs = groups([run_row(p) for p in runs])[("yolov7-tiny", "lsq", "W4A4", "")]
+    assert [(d["epochs"], d["doubled"], d["spread_at"]) for d in doublings(rs)] == [(4, 8, 4)]
+    text = write_convergence(runs, tmp_path / "out")
+    assert "| 0 (the calibrated start) | 54.00 (n=1) | s0: 54.00 |" in text and "| 0 -> 0 |" not in text
+    assert "| 4 -> 8 | +2.0 (n=1, no interval) | s0: +2.00 | 0.71 (at 4 epochs, n=2) | not converged |" in text
+    length_run(tmp_path / "only0", "lsq", 0, 0, 0.5, lr0=0.002)  # a group holding nothing but its start
+    assert "No length was also run at twice its epochs." in write_convergence([tmp_path / "only0"], tmp_path / "o2")
+
+
 def test_cli_one_line_errors(tmp_path, capsys):
     script = str(ROOT / "scripts" / "convergence.py")
     proc = subprocess.run([sys.executable, script, str(tmp_path / "nothing")], capture_output=True, text=True)

@@ -10,7 +10,8 @@ less than that spread: a longer run would then change a comparison less than run
 The runs of a group share everything that shapes training except the QAT length (and how often it is evaluated):
 the FP model, the QAT optimizer and schedule, the data, the quantizer and method settings. Runs of several
 recipes are split into one group per recipe, named by the keys that differ (e.g. `trainer.qat.lr0=0.002`), since
-a gain between two recipes is not a convergence test."""
+a gain between two recipes is not a convergence test. A run of 0 QAT epochs (`trainer.qat.epochs=0`) is the
+recipe's start, the calibrated model before any training: it is shown next to the FP model, never doubled."""
 
 from __future__ import annotations
 
@@ -105,11 +106,11 @@ def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
     by = {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in runs.items()}
     out = []
     for e in sorted(by):
-        if 2 * e not in by:
+        if e == 0 or 2 * e not in by:  # 0 epochs is the calibrated start: no length to double
             continue
         seeds = sorted(set(by[e]) & set(by[2 * e]))
         # the spread of single runs at E, else at 2E, else at the nearest length that ran several seeds
-        several = sorted((x for x in by if len(by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
+        several = sorted((x for x in by if x > 0 and len(by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
         spread_at = next((x for x in (e, 2 * e) if len(by[x]) > 1), several[0] if several else None)
         spread = statistics.stdev(by[spread_at].values()) if spread_at else None
         row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": spread, "spread_at": spread_at,
@@ -134,7 +135,8 @@ def _lengths_table(rs: list[dict], metric: str) -> str:
         values = [r[metric] for r in runs]
         spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
         per_seed = ", ".join(f"s{r['seed']}: {100 * r[metric]:.2f}" for r in runs)
-        lines.append(f"| {e} | {100 * statistics.fmean(values):.2f}{spread} (n={len(values)}) | {per_seed} |")
+        length = f"{e} (the calibrated start)" if e == 0 else e
+        lines.append(f"| {length} | {100 * statistics.fmean(values):.2f}{spread} (n={len(values)}) | {per_seed} |")
     return "\n".join(lines)
 
 
@@ -151,8 +153,8 @@ def _doublings_table(rows: list[dict]) -> str:
 
 
 def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
-    """One panel per group: the QAT model's mAP by epoch for each length (mean over seeds, min-max band), and
-    the FP model it started from as a dashed line."""
+    """One panel per group: the QAT model's mAP by epoch for each length (mean over seeds, min-max band), the
+    FP model it started from as a dashed line, and the calibrated start (0-epoch runs) as a square at epoch 0."""
     cols = min(3, len(grouped))
     rows = -(-len(grouped) // cols)
     fig = Figure(figsize=(5.5 * cols, 4 * rows), layout="constrained")  # long titles must not overlap
@@ -160,7 +162,7 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
     for ax in axes[len(grouped):]:
         ax.set_visible(False)
     for ax, (key, rs) in zip(axes, sorted(grouped.items())):
-        lengths = sorted({r["epochs"] for r in rs})
+        lengths = sorted({r["epochs"] for r in rs} - {0})
         for i, e in enumerate(lengths):
             curves = defaultdict(list)
             for r in rs:
@@ -176,6 +178,10 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
                             color=f"C{i % 10}", alpha=0.2, lw=0)
         for fp in {r["fp"] for r in rs if r["fp"] is not None}:  # one: the FP model is part of the recipe
             ax.axhline(100 * fp, color="0.4", ls="--", lw=1, label=f"FP {100 * fp:.1f}")
+        starts = [100 * r[metric] for r in rs if r["epochs"] == 0]
+        if starts:  # where every curve comes from: the calibrated model, before QAT
+            ax.plot([0], [np.mean(starts)], marker="s", color="k", ls="none",
+                    label=f"calibrated start {np.mean(starts):.1f}")
         ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100")
         ax.set_title(textwrap.fill(_title(key), 50), fontsize=10)  # recipe names run long
         ax.grid(alpha=0.3)
@@ -200,9 +206,10 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
         section += ("\n\n" + _doublings_table(d)) if d else "\n\nNo length was also run at twice its epochs."
         sections.append(section)
     text = "\n\n".join(sections) + (
-        f"\n\n{metric} x 100 of the QAT model after its last epoch. A doubling's gain is paired on the seeds that ran"
-        " both lengths (Student's t; bold where the interval excludes 0); converged: the gain is below the seed"
-        " spread, the sample std over seeds of single runs (from two or three seeds, a rough estimate)."
+        f"\n\n{metric} x 100 of the QAT model after its last epoch (0 epochs: the calibrated model, untrained)."
+        " A doubling's gain is paired on the seeds that ran both lengths (Student's t; bold where the interval"
+        " excludes 0); converged: the gain is below the seed spread, the sample std over seeds of single runs (from"
+        " two or three seeds, a rough estimate)."
         "\n\n![QAT curves by run length](convergence.png)")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "convergence.md", text + "\n")
