@@ -103,14 +103,15 @@ def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
     runs = defaultdict(lambda: defaultdict(list))  # epochs -> {seed: values}; a repeated run is averaged
     for r in rs:
         runs[r["epochs"]][r["seed"]].append(r[metric])
-    by = {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in runs.items()}
+    # 0 epochs is the calibrated start: no length to double, and no spread of trained runs
+    by = {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in runs.items() if e > 0}
     out = []
     for e in sorted(by):
-        if e == 0 or 2 * e not in by:  # 0 epochs is the calibrated start: no length to double
+        if 2 * e not in by:
             continue
         seeds = sorted(set(by[e]) & set(by[2 * e]))
         # the spread of single runs at E, else at 2E, else at the nearest length that ran several seeds
-        several = sorted((x for x in by if x > 0 and len(by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
+        several = sorted((x for x in by if len(by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
         spread_at = next((x for x in (e, 2 * e) if len(by[x]) > 1), several[0] if several else None)
         spread = statistics.stdev(by[spread_at].values()) if spread_at else None
         row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": spread, "spread_at": spread_at,
@@ -180,8 +181,8 @@ def convergence_figure(grouped: dict, metric: str = "mAP50-95") -> Figure:
             ax.axhline(100 * fp, color="0.4", ls="--", lw=1, label=f"FP {100 * fp:.1f}")
         starts = [100 * r[metric] for r in rs if r["epochs"] == 0]
         if starts:  # where every curve comes from: the calibrated model, before QAT
-            ax.plot([0], [np.mean(starts)], marker="s", color="k", ls="none",
-                    label=f"calibrated start {np.mean(starts):.1f}")
+            start = float(np.mean(starts))
+            ax.plot([0], [start], marker="s", color="k", ls="none", label=f"calibrated start {start:.1f}")
         ax.set(xlabel="QAT epoch", ylabel=f"{metric} x 100")
         ax.set_title(textwrap.fill(_title(key), 50), fontsize=10)  # recipe names run long
         ax.grid(alpha=0.3)
