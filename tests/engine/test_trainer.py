@@ -125,6 +125,48 @@ def test_default_schedule_keeps_the_quant_lr_constant():
     assert [c for c in rec.calls if isinstance(c, float)] == [1e-3] * 6
 
 
+class ActQuantLrRecorder(Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_step_end(self, t):
+        self.lrs.append([pg["lr"] for pg in t.optimizers[1].param_groups])
+
+
+def test_act_quant_lr_gives_the_activation_scales_their_own_decayed_lr():
+    """act_quant_lr: the activation quantizers' scales get a second Adam group with their own lr, annealed by the
+    same factor as the weight quantizers' group; the weight quantizers keep quant_lr and every scale is in one
+    group only."""
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(1, 3, 64, 64)])
+    rec = ActQuantLrRecorder()
+    recipe = Recipe(epochs=2, warmup_epochs=0, quant_lr=1e-4, act_quant_lr=2e-3, lr_per_step=True,
+                    quant_lr_decay=True)
+    trainer = Trainer("t", model, fake_batches(), no_eval, recipe, torch.device("cpu"), [rec], progress=False)
+    weight_group, act_group = trainer.optimizers[1].param_groups
+    act_ids = {id(m.act_quantizer.scale) for m in model.modules() if getattr(m, "act_quantizer", None) is not None}
+    weight_ids = {id(m.weight_quantizer.scale) for m in model.modules()
+                  if getattr(m, "weight_quantizer", None) is not None}
+    assert act_ids and weight_ids and act_ids.isdisjoint(weight_ids)
+    assert {id(p) for p in act_group["params"]} == act_ids
+    assert {id(p) for p in weight_group["params"]} == weight_ids
+    trainer.fit()
+    assert rec.lrs[0] == pytest.approx([1e-4, 2e-3])
+    assert rec.lrs[-1] == pytest.approx([1e-4 * 0.01, 2e-3 * 0.01])  # both annealed to lrf
+    assert all(a / w == pytest.approx(20.0) for w, a in rec.lrs)
+
+
+def test_a_checkpoint_with_other_quantizer_groups_is_refused_clearly():
+    """A state written without act_quant_lr (one Adam group) cannot silently resume a stage with it (two)."""
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(1, 3, 64, 64)])
+    one = Trainer("t", model, fake_batches(1), no_eval, Recipe(epochs=1), torch.device("cpu"), progress=False)
+    state = one.state_dict()
+    with pytest.raises(UserError, match="act_quant_lr"):
+        Trainer("t", model, fake_batches(1), no_eval, Recipe(epochs=1, act_quant_lr=1e-3), torch.device("cpu"),
+                progress=False, state=state)
+
+
 class Poison(Callback):
     def extra_loss(self, t):
         return torch.tensor(math.nan) if t.step == 1 else None

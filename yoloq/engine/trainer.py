@@ -48,6 +48,9 @@ class Recipe:
     warmup_momentum: float = 0.8
     close_mosaic: int = 0  # last N epochs without mosaic
     quant_lr: float = 1e-4  # Adam, for scales and offsets
+    # Adam's step is absolute, so an activation scale (~0.4 on YOLOv7-tiny) moves ~20x slower relative to its size
+    # than a weight scale (~0.02) at the same lr; None: the activation quantizers share quant_lr
+    act_quant_lr: float | None = None
     # The schedule's granularity. YOLOv5 lowers the lr once per epoch, which at 100 epochs ends at ~2% of lr0 but
     # at 4 epochs never goes below 26%: per step, every length ends annealed at lrf (the same curve at 100 epochs).
     lr_per_step: bool = False
@@ -62,15 +65,18 @@ class Recipe:
 
 
 def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split trainable parameters the way YOLOv5 does, plus a separate group for quantizer parameters."""
-    groups = {"bias": [], "decay": [], "no_decay": [], "quant": []}
+    """Split trainable parameters the way YOLOv5 does, plus a separate group for quantizer parameters ("quant",
+    all of them in module order) and, within it, the activation quantizers' ("act_quant")."""
+    groups = {"bias": [], "decay": [], "no_decay": [], "quant": [], "act_quant": []}
     norms = tuple(v for k, v in nn.__dict__.items() if "Norm" in k)
-    for module in model.modules():
+    for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
             if isinstance(module, LSQQuantizer):
                 groups["quant"].append(p)
+                if module_name.rsplit(".", 1)[-1] == "act_quantizer":
+                    groups["act_quant"].append(p)
             elif name == "bias":
                 groups["bias"].append(p)
             elif isinstance(module, norms) or p.ndim <= 1:
@@ -130,6 +136,11 @@ class Trainer:
         if len(state["optimizers"]) != len(self.optimizers):
             raise UserError(f"{self.name}: the checkpoint has {len(state['optimizers'])} optimizer(s), this stage "
                             f"{len(self.optimizers)}: it was written by a different configuration; start a new run")
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            if len(opt_state["param_groups"]) != len(opt.param_groups):
+                raise UserError(f"{self.name}: the checkpoint's {type(opt).__name__} has {len(opt_state['param_groups'])} "
+                                f"parameter group(s), this stage {len(opt.param_groups)} (trainer.qat.act_quant_lr "
+                                "set on one side only?): resume with the run's own settings or start a new run")
         self.model.load_state_dict(state["model"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
@@ -174,9 +185,21 @@ class Trainer:
             raise UserError(f"{self.name}: optimizer={r.optimizer!r} is unknown: use sgd or adamw")
         self.optimizers = [self.optimizer]
         if g["quant"]:
-            self.optimizers.append(torch.optim.Adam(g["quant"], lr=r.quant_lr, weight_decay=0.0))
+            self.optimizers.append(torch.optim.Adam(self._quant_groups(g), lr=r.quant_lr, weight_decay=0.0))
         for pg in self.optimizer.param_groups:
             pg["initial_lr"] = r.lr0
+
+    def _quant_groups(self, g: dict[str, list[nn.Parameter]]) -> list[dict]:
+        """One Adam group for every quantizer, or with act_quant_lr two: weight quantizers, then activation ones."""
+        if self.recipe.act_quant_lr is None:
+            return [{"params": g["quant"]}]
+        act = {id(p) for p in g["act_quant"]}
+        return [{"params": [p for p in g["quant"] if id(p) not in act]}, {"params": g["act_quant"]}]
+
+    def _quant_lrs(self) -> list[float]:
+        """The base lr of each group of the quantizers' Adam (see _quant_groups)."""
+        r = self.recipe
+        return [r.quant_lr] if r.act_quant_lr is None else [r.quant_lr, r.act_quant_lr]
 
     def _apply_recipe(self) -> None:
         """The recipe's base learning rates and weight decay on the optimizers' groups (e.g. a lower lr0 given
@@ -187,8 +210,8 @@ class Trainer:
             if j == 1:
                 pg["weight_decay"] = r.weight_decay
         for opt in self.optimizers[1:]:
-            for pg in opt.param_groups:
-                pg["lr"] = r.quant_lr
+            for pg, lr in zip(opt.param_groups, self._quant_lrs()):
+                pg["lr"] = lr
 
     def _lr_factor(self, epoch: float) -> float:
         """YOLOv5's linear schedule from 1 down to lrf over the stage (epoch may be fractional: per step)."""
@@ -208,8 +231,8 @@ class Trainer:
             pg["lr"] = pg["initial_lr"] * factor
         if self.recipe.quant_lr_decay:
             for opt in self.optimizers[1:]:
-                for pg in opt.param_groups:
-                    pg["lr"] = self.recipe.quant_lr * factor
+                for pg, lr in zip(opt.param_groups, self._quant_lrs()):
+                    pg["lr"] = lr * factor
 
     def _warmup(self, ni: int, n_warm: int, nb: int) -> None:
         """Bias lr falls from warmup_bias_lr, other lrs rise from 0; momentum rises to its final value."""
