@@ -147,6 +147,7 @@ commands:
   mixed    per-layer bit widths within a BOPs budget (yoloq mixed search=eagl high=4 low=2 budget=3)
   compare  tabulate finished runs (yoloq compare runs/<sweep>/*)
   convergence  the doubling test: runs of one recipe at several QAT lengths (yoloq convergence runs/*)
+  scale-drift  how far QAT moved the quantization scales (yoloq scale-drift <calibrated>/qat.pt <run>/qat.pt)
   bench    speed and memory of fake-quantized training (yoloq bench --sections step)
   wandb-report  the method comparison as a W&B report (yoloq wandb-report --project yoloq --group <group>)
 
@@ -171,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
         from yoloq.report.convergence import main as convergence
 
         sys.exit(convergence(rest))
+    elif command == "scale-drift":
+        from yoloq.report.scale_drift import main as scale_drift
+
+        sys.exit(scale_drift(rest))
     elif command == "bench":
         from yoloq.bench.command import main as bench
 
@@ -180,6 +185,6 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(wandb_report(rest))
     else:
-        print(f"error: unknown command {command!r}: use one of train, eval, export, mixed, compare, convergence, bench, wandb-report (yoloq --help)",
+        print(f"error: unknown command {command!r}: use one of train, eval, export, mixed, compare, convergence, scale-drift, bench, wandb-report (yoloq --help)",
               file=sys.stderr)
         sys.exit(2)
