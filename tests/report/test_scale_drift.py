@@ -35,6 +35,8 @@ def test_checkpoints_of_different_models_are_refused():
     start = quantized_state([[0.02]], [0.4])
     with pytest.raises(UserError, match="not the same quantized model"):
         scale_drift(start, {"model.9.conv.weight": torch.ones(1)})
+    with pytest.raises(UserError, match="not the same quantized model"):  # per-channel against per-tensor
+        scale_drift(quantized_state([[0.02, 0.03]], [0.4]), start)
     with pytest.raises(UserError, match="no quantizer scales"):
         scale_drift({"model.0.conv.weight": torch.ones(1)}, start)
 

@@ -126,7 +126,8 @@ def finetune_recipe(cfg) -> Recipe:
     (the QAT stage's lr0, meant to follow a warm-up, knocks a freshly lowered model about more than the layer does)."""
     q = cfg.trainer.qat
     return Recipe(epochs=1, optimizer=str(q.optimizer), lr0=float(cfg.mixed.alps.lr), lrf=1.0, momentum=float(q.momentum),
-                  weight_decay=float(q.weight_decay), warmup_epochs=0, quant_lr=float(q.quant_lr), eval_every=1)
+                  weight_decay=float(q.weight_decay), warmup_epochs=0, quant_lr=float(q.quant_lr),
+                  act_quant_lr=None if q.get("act_quant_lr") is None else float(q.act_quant_lr), eval_every=1)
 
 
 def candidate_key(group: list[str], bits: int) -> str:

@@ -22,10 +22,11 @@ KINDS = {"weight": "weight_quantizer.scale", "activation": "act_quantizer.scale"
 def _relative_changes(start: dict, end: dict, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(|relative change|, signed relative change, the start scales' means), one entry per quantizer."""
     keys = sorted(k for k in start if k.endswith(suffix))
-    missing = [k for k in keys if k not in end]
-    if missing:
-        raise UserError(f"the second checkpoint has no {missing[0]} (and {len(missing) - 1} more): the two are not "
-                        "the same quantized model; give the calibrated start and a trained run of one config")
+    unmatched = [k for k in keys if k not in end or end[k].shape != start[k].shape]  # e.g. per-tensor vs per-channel
+    if unmatched:
+        raise UserError(f"the second checkpoint has no {unmatched[0]} of the same shape (and {len(unmatched) - 1} "
+                        "more): the two are not the same quantized model; give the calibrated start and a trained "
+                        "run of one config")
     rel = [((end[k].float() - start[k].float()) / start[k].float().abs()) for k in keys]
     return (torch.stack([r.abs().mean() for r in rel]), torch.stack([r.mean() for r in rel]),
             torch.stack([start[k].float().mean() for k in keys]))
