@@ -48,6 +48,11 @@ def quant_config(cfg) -> QuantConfig:
         raise UserError(str(e)) from None
 
 
+def qat_batch(cfg) -> int:
+    """The QAT stage's global batch: trainer.qat.batch, or trainer.batch when unset."""
+    return int(cfg.trainer.qat.get("batch") or cfg.trainer.batch)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,6 +121,9 @@ def validate(cfg) -> None:
     t = cfg.trainer
     if not isinstance(t.batch, int) or t.batch < 1:
         raise UserError(f"trainer.batch={t.batch} must be a positive integer")
+    qb = t.qat.get("batch")
+    if qb is not None and (isinstance(qb, bool) or not isinstance(qb, int) or qb < 1):
+        raise UserError(f"trainer.qat.batch={qb} must be a positive integer, or null for trainer.batch")
     threads = t.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"trainer.threads={threads} must be a positive integer, or null for the CPUs this process may use")

@@ -31,10 +31,10 @@ class RunData:
     workers: int
     device: str
 
-    def train_loader(self, seed, fraction: float = 1.0, mosaic: bool = True):
+    def train_loader(self, seed, fraction: float = 1.0, mosaic: bool = True, batch: int | None = None):
         """A fresh augmenting loader for one stage (a stage that closes mosaic must not close it for the next),
-        its epochs shuffled by `seed`."""
-        return build_loader(self.info, self.hyp, self.info.train_split, self.batch, self.workers, train=True,
+        its epochs shuffled by `seed`; `batch` (global) overrides the run's."""
+        return build_loader(self.info, self.hyp, self.info.train_split, batch or self.batch, self.workers, train=True,
                             device=self.device, fraction=fraction, mosaic=mosaic, seed=seed)
 
 

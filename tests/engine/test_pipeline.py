@@ -51,11 +51,12 @@ def test_tiny_end_to_end_run_and_fp_cache(tiny_cfg, tmp_path, capsys):
     assert any(k.endswith("weight_quantizer.scale") for k in qat["model"])
     fp_ckpt = results[0].checkpoint
 
-    # a second run with other bits starts from the identical cached FP model
-    again = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run2'}"))  # (ema_qc, no export)
+    assert rows[1]["extra"]["batch"] == 8 and rows[1]["extra"]["steps"] == 6  # 48 images a QAT epoch, trainer.batch
+    # a second run with other bits and its own QAT batch starts from the identical cached FP model
+    again = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run2'}", "trainer.qat.batch=4"))  # (ema_qc, no export)
     assert again[0].cached and again[0].checkpoint == fp_ckpt
     assert finite(again[0].metrics) == finite(results[0].metrics)
-    assert again[1].bits == "W4A4"
+    assert again[1].bits == "W4A4" and again[1].extra["batch"] == 4 and again[1].extra["steps"] == 12
 
     # qat_from: a per-tensor QC on that run's QAT model, which is loaded, not trained again
     qc_only = train(tiny_cfg("bits=4", f"run_dir={tmp_path / 'run3'}", f"qat_from={tmp_path / 'run2'}",

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from yoloq.atomic import write_text_atomic
-from yoloq.config import resolve_device, validate
+from yoloq.config import qat_batch, resolve_device, validate
 from yoloq.engine import distributed
 from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.engine.preemption import StopSignal
@@ -80,9 +80,10 @@ def _train(cfg, run_dir: Path, resuming: bool) -> list[StageResult]:
     seed_everything(cfg.seed)
     device = distributed.local_device(resolve_device(str(cfg.device)))
     world = distributed.world_size()
-    if cfg.trainer.batch % world:
-        raise UserError(f"trainer.batch={cfg.trainer.batch} is the global batch and must divide among the {world} "
-                        f"processes: use a multiple of {world}, e.g. trainer.batch={world * max(cfg.trainer.batch // world, 1)}")
+    for key, batch in (("trainer.batch", cfg.trainer.batch), ("trainer.qat.batch", qat_batch(cfg))):
+        if batch % world:
+            raise UserError(f"{key}={batch} is the global batch and must divide among the {world} processes: "
+                            f"use a multiple of {world}, e.g. {key}={world * max(batch // world, 1)}")
     log.info("run folder %s, device %s%s%s", run_dir, device,
              f", {world} processes (batch {cfg.trainer.batch // world} each)" if world > 1 else "",
              ", resuming" if resuming else "")

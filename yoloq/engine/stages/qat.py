@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from yoloq.config import quant_config
+from yoloq.config import qat_batch, quant_config
 from yoloq.engine import distributed
 from yoloq.engine.qat_from import load_source
 from yoloq.engine.report import StageResult
@@ -57,10 +57,11 @@ def qat_stage(run: Run, model, calib_batches):
                                   str(path), extra={**done["extra"], **cost})
 
     recipe = Recipe.from_cfg(cfg.trainer.qat)
-    trainer = run.trainer("qat", model, run.data.train_loader(cfg.seed), recipe, qat_callbacks(cfg, run.log))
+    trainer = run.trainer("qat", model, run.data.train_loader(cfg.seed, batch=qat_batch(cfg)), recipe, qat_callbacks(cfg, run.log))
     metrics = trainer.fit()
     oscillations = trainer.callback(TrackOscillations).stats()
-    extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost}
+    extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost,
+             "batch": qat_batch(cfg), "steps": trainer.step}  # what the run's length means: optimizer steps
     wall_time = trainer.wall_time + calib_time
 
     def write_outputs() -> None:
