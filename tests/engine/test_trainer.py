@@ -167,6 +167,17 @@ def test_a_checkpoint_with_other_quantizer_groups_is_refused_clearly():
                 progress=False, state=state)
 
 
+def test_a_checkpoint_of_another_batch_is_refused_clearly():
+    """Resuming with another batch would continue mid-epoch at a batch index of a different loader."""
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    state = Trainer("t", model, fake_batches(3), no_eval, Recipe(epochs=1), torch.device("cpu"),
+                    progress=False).state_dict()
+    with pytest.raises(UserError, match="3 batches an epoch, this stage has 2 .*trainer.qat.batch"):
+        Trainer("t", model, fake_batches(2), no_eval, Recipe(epochs=1), torch.device("cpu"), progress=False,
+                state=state)
+    Trainer("t", model, fake_batches(3), no_eval, Recipe(epochs=1), torch.device("cpu"), progress=False, state=state)
+
+
 class Poison(Callback):
     def extra_loss(self, t):
         return torch.tensor(math.nan) if t.step == 1 else None

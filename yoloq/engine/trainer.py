@@ -126,7 +126,8 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything needed to continue: model, optimizers, AMP scaler, callbacks (EMA, trackers, ...),
         counters, history and random states."""
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "history": self.history,
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "batches_per_epoch": len(self.loader),
+                "history": self.history,
                 "metrics": self.last_metrics, "loss_items": self.loss_items,
                 "wall_time": self.wall_time + self._elapsed(), "model": self.model.state_dict(),
                 "optimizers": [opt.state_dict() for opt in self.optimizers], "scaler": self.scaler.state_dict(),
@@ -141,6 +142,11 @@ class Trainer:
                 raise UserError(f"{self.name}: the checkpoint's {type(opt).__name__} has {len(opt_state['param_groups'])} "
                                 f"parameter group(s), this stage {len(opt.param_groups)} (trainer.qat.act_quant_lr "
                                 "set on one side only?): resume with the run's own settings or start a new run")
+        nb = state.get("batches_per_epoch")  # absent in checkpoints written before it was recorded
+        if nb is not None and nb != len(self.loader):
+            raise UserError(f"{self.name}: the checkpoint was written with {nb} batches an epoch, this stage has "
+                            f"{len(self.loader)} (trainer.batch or trainer.qat.batch changed?): resume with the run's "
+                            "own batch or start a new run")
         self.model.load_state_dict(state["model"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)

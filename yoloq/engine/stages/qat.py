@@ -57,11 +57,12 @@ def qat_stage(run: Run, model, calib_batches):
                                   str(path), extra={**done["extra"], **cost})
 
     recipe = Recipe.from_cfg(cfg.trainer.qat)
-    trainer = run.trainer("qat", model, run.data.train_loader(cfg.seed, batch=qat_batch(cfg)), recipe, qat_callbacks(cfg, run.log))
+    loader = run.data.train_loader(cfg.seed, batch=qat_batch(cfg))
+    trainer = run.trainer("qat", model, loader, recipe, qat_callbacks(cfg, run.log))
     metrics = trainer.fit()
     oscillations = trainer.callback(TrackOscillations).stats()
     extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost,
-             "batch": qat_batch(cfg), "steps": trainer.step}  # what the run's length means: optimizer steps
+             "batch": qat_batch(cfg), "steps": trainer.step}  # the run's length in optimizer steps, not only epochs
     wall_time = trainer.wall_time + calib_time
 
     def write_outputs() -> None:
