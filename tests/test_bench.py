@@ -46,11 +46,11 @@ def test_step_and_op_sections(tmp_path, capsys):
 def test_stages_section(tmp_path, capsys):
     out = tmp_path / "stages.json"
     argv = ["--sections", "stages", "--device", "cpu", "--stage-fraction", "0.5", "--out", str(out), "--",
-            *TINY, f"cache_dir={tmp_path / 'cache'}"]
+            *TINY, f"cache_dir={tmp_path / 'cache'}", "trainer.qat.batch=4"]
     assert _bench().main(argv) == 0
     stages = json.loads(out.read_text())["stages"]
-    # 48 training images at batch 8, half of them: 3 steps for each stage
-    assert stages["qat_epoch"]["steps"] == 3 and stages["qc_stage"]["steps"] == 3
+    # half of the 48 training images: 6 QAT steps at its own batch 4, 3 QC steps at trainer.batch 8
+    assert stages["qat_batch"] == 4 and stages["qat_epoch"]["steps"] == 6 and stages["qc_stage"]["steps"] == 3
     assert stages["qc_over_qat_epoch"] == pytest.approx(stages["qc_stage"]["seconds"] / stages["qat_epoch"]["seconds"])
     assert stages["eval"]["fp"]["images"] == 16 and stages["eval"]["qat"]["images_per_s"] > 0
     assert not stages["fp_trained"]  # no cached FP model in a fresh cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from yoloq.config import resolve_device
+from yoloq.config import qat_batch, resolve_device
 from yoloq.engine.cpu_threads import CpuThreads
 from yoloq.engine.stages.fp import fp_cache_path, load_fp_cache
 from yoloq.engine.stages.qat import qat_callbacks
@@ -39,7 +39,7 @@ def bench_epoch(cfg, repeats: int, fraction: float = 1.0) -> dict:
             model, callbacks = fp_model, ([EMACallback()] if section.ema else []) + [LogMetrics(NullRunLog(), "fp")]
         else:
             model, callbacks = qat_model, qat_callbacks(cfg, NullRunLog())
-        loader = data.train_loader(cfg.seed, fraction=share)
+        loader = data.train_loader(cfg.seed, fraction=share, batch=qat_batch(cfg) if stage == "qat" else None)
         trainer = Trainer(stage, model, loader, _no_evaluation, recipe, device, callbacks, data.hyp, cfg.progress,
                           threads=threads)
         start = time.perf_counter()
@@ -58,7 +58,8 @@ def bench_epoch(cfg, repeats: int, fraction: float = 1.0) -> dict:
             times[stage].append(seconds)
     ratios = [q / f for f, q in zip(times["fp"], times["qat"])]
     return {
-        "model": cfg.model.name, "data": cfg.data.name, "batch": cfg.trainer.batch, "workers": cfg.trainer.workers,
+        "model": cfg.model.name, "data": cfg.data.name, "batch": cfg.trainer.batch, "qat_batch": qat_batch(cfg),
+        "workers": cfg.trainer.workers,
         "imgsz": cfg.data.imgsz, "bits": cfg.w_bits, "method": cfg.method.name, "fraction": fraction,
         "fp_trained": cached.is_file(), "threads": threads.target, "adapt_threads": threads.adapt,
         "repeats": repeats, "steps": steps, "thread_changes": changes, "fp_s": times["fp"], "qat_s": times["qat"],

@@ -70,7 +70,9 @@ def goals_table(result: dict) -> list[tuple[str, str, str, str]]:
     if epoch:
         tag = f"{epoch['model']} {epoch['method']} b{epoch['batch']} {epoch['imgsz']}px, {epoch['workers']} workers"
         row(f"FP epoch ({tag}, {epoch['steps']['fp']} steps)", epoch["fp_epoch_s"], unit=" s")
-        row("QAT epoch", epoch["qat_epoch_s"], unit=" s")
+        qb = epoch.get("qat_batch", epoch["batch"])  # trainer.qat.batch: another number of steps than FP's
+        row("QAT epoch" + (f" (batch {qb}, {epoch['steps']['qat']} steps)" if qb != epoch["batch"] else ""),
+            epoch["qat_epoch_s"], unit=" s")
         row(f"  QAT/FP epoch (median of {epoch['repeats']}; {epoch['ratio_min']:.3g}-{epoch['ratio_max']:.3g})",
             epoch["ratio"], f"<= {GOAL_EPOCH_RATIO}", epoch["ratio"] <= GOAL_EPOCH_RATIO, "x")
     cont = result.get("contention")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from yoloq.config import resolve_device
+from yoloq.config import qat_batch, resolve_device
 from yoloq.engine.stages.fp import fp_cache_path, load_fp_cache
 from yoloq.engine.stages.qat import qat_callbacks
 from yoloq.engine.stages.qc import qc_model, qc_recipe
@@ -40,7 +40,7 @@ def bench_stages(cfg, fraction: float) -> dict:
     qat_model = quantized_copy(cfg, model, calib)
 
     recipe = Recipe.from_cfg({**cfg.trainer.qat, "epochs": 1, "close_mosaic": 0})
-    loader = data.train_loader(cfg.seed, fraction=fraction)
+    loader = data.train_loader(cfg.seed, fraction=fraction, batch=qat_batch(cfg))
     qat = Trainer("qat", qat_model, loader, _no_evaluation, recipe, device, qat_callbacks(cfg, NullRunLog()),
                   data.hyp, cfg.progress)
     qat_s, qat_steps = _timed_fit(qat)
@@ -59,7 +59,8 @@ def bench_stages(cfg, fraction: float) -> dict:
         evaluation[name] = {"images": images, "seconds": time.perf_counter() - start}
         evaluation[name]["images_per_s"] = images / evaluation[name]["seconds"]
     return {
-        "model": cfg.model.name, "data": cfg.data.name, "batch": cfg.trainer.batch, "fraction": fraction,
+        "model": cfg.model.name, "data": cfg.data.name, "batch": cfg.trainer.batch, "qat_batch": qat_batch(cfg),
+        "fraction": fraction,
         "fp_trained": trained, "device": str(device),
         "qat_epoch": {"seconds": qat_s, "steps": qat_steps, "epochs": cfg.trainer.qat.epochs},
         "qc_stage": {"seconds": qc_s, "steps": qc_steps, "epochs": cfg.trainer.qc.epochs},
