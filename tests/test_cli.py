@@ -60,6 +60,7 @@ def train_in_process(*args, tmp_path, monkeypatch, capsys):
     (["eval.soft_round=0.7"], ["eval.soft_round=0.7", "(0, 0.5)"]),
     (["trainer.qc.fraction=0"], ["trainer.qc.fraction=0", "(0, 1]"]),
     (["trainer.qat.batch=0"], ["trainer.qat.batch=0", "positive integer", "null"]),
+    (["trainer.qat.distill=-1"], ["trainer.qat.distill=-1", ">= 0", "0 is off"]),
     (["method=ema_qc", "method.qc.scale=false", "method.qc.shift=false"], ["learn nothing"]),
     (["logger=tensorboard"], ["unknown logger 'tensorboard'", "wandb"]),
     (["experiment=table9"], ["unknown experiment 'table9'", "compare_methods", "paper_grid"]),

@@ -124,6 +124,9 @@ def validate(cfg) -> None:
     qb = t.qat.get("batch")
     if qb is not None and (isinstance(qb, bool) or not isinstance(qb, int) or qb < 1):
         raise UserError(f"trainer.qat.batch={qb} must be a positive integer, or null for trainer.batch")
+    kd = t.qat.get("distill", 0.0)
+    if isinstance(kd, bool) or not isinstance(kd, (int, float)) or not 0 <= kd < float("inf"):
+        raise UserError(f"trainer.qat.distill={kd} must be a number >= 0 (the distillation weight; 0 is off), e.g. 1.0")
     threads = t.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"trainer.threads={threads} must be a positive integer, or null for the CPUs this process may use")

@@ -71,3 +71,16 @@ def test_seed_varies_qat_but_not_the_fp_model(cache, tmp_path):
     wa = torch.load(a[1].checkpoint, weights_only=True)["model"]
     wb = torch.load(b[1].checkpoint, weights_only=True)["model"]
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # other augmentation and batch order
+
+
+def test_distillation_changes_qat_and_records_its_error_per_epoch(cache, tmp_path):
+    _, plain = run(cache, tmp_path, "method=ema", "seed=0")
+    _, distilled = run(cache, tmp_path, "method=ema", "seed=0", "trainer.qat.distill=1.0",
+                       f"run_dir={tmp_path / 'run-distill'}")
+    assert distilled[0].cached
+    history = torch.load(distilled[1].checkpoint, weights_only=True)["history"]
+    assert all(row["distill_error"] > 0 for row in history)  # the relative feature error of each epoch
+    assert "distill_error" not in torch.load(plain[1].checkpoint, weights_only=True)["history"][0]
+    wa = torch.load(plain[1].checkpoint, weights_only=True)["model"]
+    wb = torch.load(distilled[1].checkpoint, weights_only=True)["model"]
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # same seed and data: only the term differs

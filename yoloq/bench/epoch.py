@@ -38,7 +38,7 @@ def bench_epoch(cfg, repeats: int, fraction: float = 1.0) -> dict:
         if stage == "fp":
             model, callbacks = fp_model, ([EMACallback()] if section.ema else []) + [LogMetrics(NullRunLog(), "fp")]
         else:
-            model, callbacks = qat_model, qat_callbacks(cfg, NullRunLog())
+            model, callbacks = qat_model, qat_callbacks(cfg, NullRunLog(), teacher=fp_model)
         loader = data.train_loader(cfg.seed, fraction=share, batch=qat_batch(cfg) if stage == "qat" else None)
         trainer = Trainer(stage, model, loader, _no_evaluation, recipe, device, callbacks, data.hyp, cfg.progress,
                           threads=threads)

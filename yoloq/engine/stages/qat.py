@@ -15,6 +15,7 @@ from yoloq.engine.run import Run
 from yoloq.engine.trainer import Recipe
 from yoloq.factory import quantized_copy
 from yoloq.methods import build_callbacks
+from yoloq.methods.distill import FeatureDistillation
 from yoloq.methods.oscillation import TrackOscillations
 from yoloq.mixed.cost import model_cost
 from yoloq.track.diagnostics import write_qat_diagnostics
@@ -26,10 +27,16 @@ from yoloq.track.scale_history import ScaleHistory
 log = logging.getLogger("yoloq")
 
 
-def qat_callbacks(cfg, run_log: RunLog) -> list:
-    """The method's callbacks, then the recorders (they see this step's trackers and EMA) and the metric log."""
+def qat_callbacks(cfg, run_log: RunLog, teacher=None) -> list:
+    """The method's callbacks, distillation from `teacher` (the FP model) when trainer.qat.distill is set, then the
+    recorders (they see this step's trackers and EMA) and the metric log."""
     callbacks = build_callbacks(cfg.method, quant_config(cfg).w_bits)
     tracking = next(cb for cb in callbacks if isinstance(cb, TrackOscillations))
+    weight = float(cfg.trainer.qat.get("distill") or 0)
+    if weight > 0:
+        if teacher is None:
+            raise ValueError("trainer.qat.distill needs the FP model as the teacher")
+        callbacks.append(FeatureDistillation(teacher, weight))
     return callbacks + [OscillationHistory(tracking, cfg.logger.log_every), ScaleHistory(cfg.logger.scale_window),
                         LogMetrics(run_log, "qat")]
 
@@ -40,7 +47,8 @@ def qat_stage(run: Run, model, calib_batches):
     seed_everything(cfg.seed)  # the same QAT randomness whether or not the FP stage ran in this process
     qcfg = quant_config(cfg)
     start = time.time()
-    model = quantized_copy(cfg, model.to(run.device), calib_batches)
+    fp_model = model.to(run.device)
+    model = quantized_copy(cfg, fp_model, calib_batches)
     calib_time = time.time() - start
     cost = model_cost(model, int(cfg.data.imgsz))  # its compute and average bits, reported next to its mAP
 
@@ -58,7 +66,7 @@ def qat_stage(run: Run, model, calib_batches):
 
     recipe = Recipe.from_cfg(cfg.trainer.qat)
     loader = run.data.train_loader(cfg.seed, batch=qat_batch(cfg))
-    trainer = run.trainer("qat", model, loader, recipe, qat_callbacks(cfg, run.log))
+    trainer = run.trainer("qat", model, loader, recipe, qat_callbacks(cfg, run.log, teacher=fp_model))
     metrics = trainer.fit()
     oscillations = trainer.callback(TrackOscillations).stats()
     extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost,
