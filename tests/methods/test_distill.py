@@ -43,9 +43,9 @@ def test_the_term_pulls_the_student_towards_the_teacher_and_leaves_no_hooks(mode
     student = copy.deepcopy(student).train()
     trainable = [p.requires_grad for p in teacher.parameters()]
     distill = FeatureDistillation(teacher, weight=2.0)
-    # what the term must be: the head's inputs of the student in training mode and of the teacher in eval mode
+    # what the term must be: the head's inputs of both models in training mode (BatchNorm on the batch's statistics)
     expected = 2.0 * images.shape[0] * relative_feature_error(head_inputs(student, images),
-                                                              head_inputs(copy.deepcopy(teacher).eval(), images))
+                                                              head_inputs(copy.deepcopy(teacher).train(), images))
     trainer = SimpleNamespace(model=student, batch=0, history=[{"epoch": 1}])
     distill.on_stage_start(trainer)
     distill.on_epoch_start(trainer)
@@ -76,4 +76,20 @@ def test_evaluation_forwards_do_not_feed_the_term(models):
     with torch.no_grad():
         student.eval()(images)
     assert distill.extra_loss(trainer) is None
+    distill.on_stage_end(trainer)
+
+
+def test_an_unquantized_student_has_nothing_to_learn(models):
+    """The target is reachable: the FP model in training mode matches its teacher, and the teacher's BatchNorm
+    running statistics (what it would deploy with) stay untouched by the batches it sees."""
+    teacher, _, images = models
+    distill = FeatureDistillation(teacher, weight=1.0)
+    running = {k: v.clone() for k, v in distill.teacher.state_dict().items() if "running" in k}
+    student = copy.deepcopy(teacher).train()
+    trainer = SimpleNamespace(model=student, batch=0, history=[])
+    distill.on_stage_start(trainer)
+    student(images * 0.5 + 0.2)  # other statistics than the FP model's running ones
+    assert distill.extra_loss(trainer).item() == pytest.approx(0, abs=1e-6)
+    state = distill.teacher.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in running.items())
     distill.on_stage_end(trainer)
