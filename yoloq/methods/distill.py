@@ -13,6 +13,9 @@ student's does in training (its running statistics stay as they are). An eval-mo
 student cannot reach: on mosaic batches the FP model's own features in training mode are 0.3-0.6 (relative
 squared error, summed over P3-P5) away from its eval-mode ones, as far as a W4A4 student is after 4 epochs.
 
+Measured on YOLOv7-tiny W4A4 (RESULTS, "Distillation from the FP model"): it brings the features a third closer to
+the FP model's and leaves the mAP where it was, at 22% more time a step; off by default.
+
 The hooks are plain closures, added at the stage's start and removed at its end, so a deepcopy of the model (an
 EMA copy, an export) never copies the teacher."""
 
