@@ -24,10 +24,10 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from yoloq.callbacks import Callback
-from yoloq.engine import distributed
 
 
 def detection_head(model: nn.Module) -> nn.Module:
@@ -94,7 +94,8 @@ class FeatureDistillation(Callback):
         error = relative_feature_error(student, self.seen.pop("teacher"))
         self.error_sum += float(error.detach())
         self.error_steps += 1
-        return self.weight * images.shape[0] * distributed.world_size() * error
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return self.weight * images.shape[0] * world * error  # the global batch: DDP averages the ranks' gradients
 
     def on_epoch_start(self, trainer) -> None:
         if trainer.batch == 0:  # a resume mid-epoch keeps the sums of the epoch's first part (state_dict)
