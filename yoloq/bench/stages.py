@@ -41,8 +41,8 @@ def bench_stages(cfg, fraction: float) -> dict:
 
     recipe = Recipe.from_cfg({**cfg.trainer.qat, "epochs": 1, "close_mosaic": 0})
     loader = data.train_loader(cfg.seed, fraction=fraction, batch=qat_batch(cfg))
-    qat = Trainer("qat", qat_model, loader, _no_evaluation, recipe, device, qat_callbacks(cfg, NullRunLog(), teacher=model),
-                  data.hyp, cfg.progress)
+    qat = Trainer("qat", qat_model, loader, _no_evaluation, recipe, device,
+                  qat_callbacks(cfg, NullRunLog(), teacher=model), data.hyp, cfg.progress)
     qat_s, qat_steps = _timed_fit(qat)
 
     qc_fraction = fraction * float(cfg.trainer.qc.fraction)

@@ -78,10 +78,10 @@ class FeatureDistillation(Callback):
     def on_stage_start(self, trainer) -> None:
         student = trainer.model
         self.teacher.to(next(student.parameters()).device)
-        layers = getattr(student, "model")
+        head = detection_head(student)  # refuses a model without ultralytics' layer sequence
         self.handles = [
-            layers[0].register_forward_pre_hook(_capture_images(self.seen)),  # the step's images, as the student saw them
-            detection_head(student).register_forward_pre_hook(_capture_inputs(self.seen, "student", True)),
+            student.model[0].register_forward_pre_hook(_capture_images(self.seen)),  # the step's images, as seen
+            head.register_forward_pre_hook(_capture_inputs(self.seen, "student", True)),
             detection_head(self.teacher).register_forward_pre_hook(_capture_inputs(self.seen, "teacher", False)),
         ]
 

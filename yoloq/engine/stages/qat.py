@@ -36,7 +36,7 @@ def qat_callbacks(cfg, run_log: RunLog, teacher=None) -> list:
     if weight > 0:
         if teacher is None:
             raise ValueError("trainer.qat.distill needs the FP model as the teacher")
-        callbacks.append(FeatureDistillation(teacher, weight))
+        callbacks.append(FeatureDistillation(teacher, weight))  # after EMA, which copies the model before its hooks
     return callbacks + [OscillationHistory(tracking, cfg.logger.log_every), ScaleHistory(cfg.logger.scale_window),
                         LogMetrics(run_log, "qat")]
 
