@@ -50,17 +50,11 @@ def relative_feature_error(student: list[torch.Tensor], teacher: list[torch.Tens
     return total
 
 
-def _capture_inputs(store: dict, key: str, only_training: bool):
-    def hook(module, args):
-        if module.training or not only_training:
-            store[key] = list(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
-    return hook
-
-
-def _capture_images(store: dict):
+def _capture(store: dict, key: str):
+    """A forward pre-hook keeping a module's input under `key`, in training forwards only (not evaluation's)."""
     def hook(module, args):
         if module.training:
-            store["images"] = args[0]
+            store[key] = args[0]
     return hook
 
 
@@ -80,9 +74,9 @@ class FeatureDistillation(Callback):
         self.teacher.to(next(student.parameters()).device)
         head = detection_head(student)  # refuses a model without ultralytics' layer sequence
         self.handles = [
-            student.model[0].register_forward_pre_hook(_capture_images(self.seen)),  # the step's images, as seen
-            head.register_forward_pre_hook(_capture_inputs(self.seen, "student", True)),
-            detection_head(self.teacher).register_forward_pre_hook(_capture_inputs(self.seen, "teacher", False)),
+            student.model[0].register_forward_pre_hook(_capture(self.seen, "images")),  # the step's images, as seen
+            head.register_forward_pre_hook(_capture(self.seen, "student")),
+            detection_head(self.teacher).register_forward_pre_hook(_capture(self.seen, "teacher")),  # always training
         ]
 
     def extra_loss(self, trainer) -> torch.Tensor | None:
@@ -91,7 +85,7 @@ class FeatureDistillation(Callback):
         images, student = self.seen.pop("images"), self.seen.pop("student")
         with torch.no_grad():
             self.teacher(images)
-        error = relative_feature_error(student, self.seen.pop("teacher"))
+        error = relative_feature_error(list(student), list(self.seen.pop("teacher")))  # the head's P3-P5 list
         self.error_sum += float(error.detach())
         self.error_steps += 1
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
