@@ -42,7 +42,8 @@ def quant_config(cfg) -> QuantConfig:
     q = cfg.quant
     try:
         return QuantConfig(w_bits=q.w_bits, a_bits=q.a_bits, per_channel=q.per_channel, act_signed=q.act_signed,
-                           act_asymmetric=q.act_asymmetric, first_last_bits=q.first_last_bits,
+                           act_asymmetric=q.act_asymmetric, act_zero_point=q.get("act_zero_point", "float"),
+                           first_last_bits=q.first_last_bits,
                            scale_init=q.scale_init, input_grid=q.get("input_grid", True))
     except QuantConfigError as e:
         raise UserError(str(e)) from None

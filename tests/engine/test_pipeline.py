@@ -114,3 +114,21 @@ def test_pretrained_weights_skip_fp_training(tiny_cfg, tmp_path):
     fp = torch.load(results[0].checkpoint, weights_only=True)
     assert fp["history"] == []  # no FP epoch ran
     assert torch.equal(fp["model"]["model.0.conv.weight"], src.state_dict()["model.0.conv.weight"].float())
+
+
+def test_integer_zero_point_run_exports_uint8_zero_points(tiny_cfg, tmp_path):
+    """The main command's whole path (EMA, QC fold, ONNX) with asymmetric activations on integer zero points."""
+    import pytest
+
+    from yoloq.errors import UserError
+
+    with pytest.raises(UserError, match="act_zero_point='integer' needs quant.act_asymmetric=True"):
+        train(tiny_cfg("bits=3", "quant.act_zero_point=integer"))
+    train(tiny_cfg("bits=3", "quant.act_asymmetric=true", "quant.act_zero_point=integer", "export.onnx=true"))
+    run = tmp_path / "run"
+    rows = json.loads((run / "results.json").read_text())
+    assert [r["stage"] for r in rows] == ["fp", "qat", "qc", "folded", "onnx"]
+    assert rows[-1]["extra"]["onnx_within_2lsb"] >= 0.999
+    layers = json.loads((run / "model.json").read_text())["layers"]
+    zeros = [v["act_zero_point"] for v in layers.values() if v["a_bits"] == 3]
+    assert len(zeros) > 50 and all(isinstance(z, int) and 0 <= z <= 7 for z in zeros) and any(zeros)

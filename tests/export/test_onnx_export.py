@@ -39,10 +39,12 @@ def eager_kernels(monkeypatch):
 
 
 def quantized_model(task="detect", bits=4, per_channel=False, act_signed="auto", asymmetric=False, seed=0):
-    """yolov5n (or -seg) at 64 px, its scales set from min/max (the MSE search costs seconds here)."""
+    """yolov5n (or -seg) at 64 px, its scales set from min/max (the MSE search costs seconds here). asymmetric:
+    False, True (LSQ+'s float offset) or "integer" (an integer zero point)."""
     model = copy.deepcopy(float_model(task, seed))
     cfg = QuantConfig(w_bits=bits, a_bits=bits, per_channel=per_channel, act_signed=act_signed,
-                      act_asymmetric=asymmetric, scale_init="minmax")
+                      act_asymmetric=bool(asymmetric), scale_init="minmax",
+                      act_zero_point="integer" if asymmetric == "integer" else "float")
     quantize_model(model, cfg, [grid_images(2, IMGSZ, seed=1)], high_precision=high_precision_layers(model))
     return model
 
@@ -106,7 +108,7 @@ def check_graph(proto, qdq_model, tensorrt=False):
         assert x.op_type == "DequantizeLinear"
         np.testing.assert_allclose(g.value(x.input[1]), act.scale.numpy(), rtol=0)
         zero = g.value(x.input[2])
-        assert zero.dtype == (np.int8 if act.lo < 0 else np.uint8) and zero == 0
+        assert zero.dtype == (np.int8 if act.lo < 0 else np.uint8) and zero == act.zero
         q = g.source(x.input[0])
         if act.hi - act.lo == 255:
             assert q.op_type == "QuantizeLinear"
@@ -115,6 +117,7 @@ def check_graph(proto, qdq_model, tensorrt=False):
             assert (int(g.value(q.input[1])), int(g.value(q.input[2]))) == (act.lo, act.hi)
             q = g.source(q.input[0])
             assert q.op_type == "QuantizeLinear"
+        assert g.value(q.input[2]) == act.zero
         if act.offset is not None:
             sub = g.source(q.input[0])
             assert sub.op_type == "Sub"
@@ -126,6 +129,7 @@ def check_graph(proto, qdq_model, tensorrt=False):
 CASES = {  # (task, bits, per_channel, activations, asymmetric)
     "w8a8-per-tensor-signed": ("detect", 8, False, "signed", False),
     "w4a4-per-channel-asymmetric": ("detect", 4, True, "auto", True),
+    "w3a3-per-tensor-integer-zero-point": ("detect", 3, False, "auto", "integer"),
     "w2a2-per-channel-unsigned": ("detect", 2, True, "unsigned", False),
     "seg-w3a3-per-tensor-signed": ("segment", 3, False, "auto", False),
 }
@@ -146,6 +150,26 @@ def test_export_runs_in_onnxruntime_within_2_lsb(case, tmp_path):
     assert check["onnx_mean_diff"] < 1e-2, check
     if task == "segment":
         assert set(check["parts"]) == {"boxes", "scores", "mask_coefficients", "prototypes"}
+
+
+def test_integer_zero_point_is_the_graphs_zero_point(tmp_path):
+    """With quant.act_zero_point=integer the graph has no float Sub/Add: the uint8 zero points carry the offsets."""
+    model = quantized_model("detect", 3, False, asymmetric="integer")
+    meta, proto = export(model, tmp_path)
+    assert subtracted_before_quantize(proto) == 0
+    acts = {n: m.act for n, m in to_qdq(deploy_form(model)).named_modules() if isinstance(m, QDQConv2d)}
+    zeros = {n: a.zero for n, a in acts.items() if isinstance(a, QDQActivation) and a.lo == 0 and a.hi == 7}
+    assert len(zeros) > 50 and any(zeros.values())  # the 3-bit layers, most of them after a negative tail
+    assert all(meta["layers"][n]["act_zero_point"] == z for n, z in zeros.items())
+    meta, proto = export(quantized_model("detect", 3, False, asymmetric=True), tmp_path / "float")
+    assert meta["layers"]["model.2.cv1.conv"]["act_zero_point"] == "float" and subtracted_before_quantize(proto) > 50
+
+
+def subtracted_before_quantize(proto) -> int:
+    """How many QuantizeLinear nodes take a Sub's output (a float offset)."""
+    g = Graph(proto)
+    sources = [g.source(n.input[0]) for n in g.nodes if n.op_type == "QuantizeLinear"]
+    return sum(s is not None and s.op_type == "Sub" for s in sources)
 
 
 def test_layer_check_finds_no_flip_where_the_graph_is_the_deploy_form(tmp_path):

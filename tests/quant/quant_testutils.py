@@ -8,7 +8,7 @@ from yoloq.quant import LSQQuantizer
 def ready_quantizer(bits, scale, signed=True, offset=None, **kwargs) -> LSQQuantizer:
     """An initialised quantizer with the given scale (and offset), set through load_state_dict."""
     scale = torch.as_tensor(scale, dtype=torch.float32)
-    asymmetric = offset is not None
+    asymmetric = offset is not None or kwargs.get("integer_zero_point", False)
     q = LSQQuantizer(
         bits, signed=False if asymmetric else signed, asymmetric=asymmetric,
         num_channels=max(scale.numel(), 1), **kwargs,

@@ -14,6 +14,7 @@ INVALID = [
     ("per_channel", 1, "not a boolean"),
     ("act_signed", "maybe", "not a valid choice"),
     ("act_asymmetric", 0, "not a boolean"),
+    ("act_zero_point", "int", "not a valid choice"),
     ("first_last_bits", 16, "out of range"),
     ("first_last_bits", False, "not an integer"),
     ("scale_init", "percentile", "not a valid choice"),
@@ -40,6 +41,13 @@ def test_asymmetric_activations_cannot_be_forced_signed():
         QuantConfig(act_asymmetric=True, act_signed="signed")
     assert "\n" not in str(info.value)
     QuantConfig(act_asymmetric=True, act_signed="unsigned")
+
+
+def test_integer_zero_point_needs_the_asymmetric_grid():
+    with pytest.raises(QuantConfigError, match="act_zero_point='integer' needs quant.act_asymmetric=True") as info:
+        QuantConfig(act_zero_point="integer")
+    assert "\n" not in str(info.value)
+    QuantConfig(act_asymmetric=True, act_zero_point="integer")
 
 
 def test_is_a_value_error():

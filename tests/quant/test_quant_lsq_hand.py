@@ -113,3 +113,29 @@ def test_asymmetric_offset():
     close(gx, [1, 0, 1, 0, 1, 1])
     close(gs, 0.7071068)
     close(gb, 0.4714045)
+
+
+def test_integer_zero_point_rounds_the_offset_straight_through():
+    # 2-bit, s=0.5, latent offset b=-0.3: z = round(0.6) = 1, so the grid's offset is -z*s = -0.5 and the forward
+    # is the float-offset quantizer's at b=-0.5. Straight through the rounding, d(-z s)/db = 1 and
+    # d(-z s)/ds = -(z - (-b/s)) = -0.4: the scale also gets the offset's gradient times -0.4.
+    x = [-0.6, -0.5, 0.2, 0.74, 1.1, 2.0]
+    q = ready_quantizer(2, 0.5, offset=-0.3, integer_zero_point=True)
+    out, gx, gs, gb = quantize_with_grads(q, x)
+    ref_out, ref_gx, ref_gs, ref_gb = quantize_with_grads(ready_quantizer(2, 0.5, offset=-0.5), x)
+    close(out, ref_out)
+    close(out, [-0.5, -0.5, 0.0, 0.5, 1.0, 1.0])
+    close(gx, ref_gx)
+    close(gb, ref_gb)
+    close(gs, ref_gs - 0.4 * ref_gb)
+    assert gb.abs() > 0 and int(q.zero_point()) == 1 and q.integers(torch.tensor([-0.5, 0.0])).tolist() == [0, 1]
+
+
+def test_integer_zero_point_stays_on_the_grid():
+    # A positive offset would need z < 0: z clips to 0 (an unsigned grid from 0); z never exceeds Qp either.
+    q = ready_quantizer(2, 0.5, offset=0.2, integer_zero_point=True)
+    out, _, _, gb = quantize_with_grads(q, [0.1, 0.3, 0.8])
+    close(out, [0.0, 0.5, 1.0])
+    close(gb, 0.0)
+    assert int(q.zero_point()) == 0
+    assert int(ready_quantizer(2, 0.5, offset=-9.0, integer_zero_point=True).zero_point()) == 3

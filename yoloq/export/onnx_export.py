@@ -70,6 +70,8 @@ def layer_bits(model: nn.Module) -> dict[str, dict]:
                 "per_channel": bool(wq is not None and wq.per_channel),
                 "activations": None if q is None else
                 ("asymmetric" if q.offset is not None else "signed" if q.qn > 0 else "unsigned"),
+                "act_zero_point": None if q is None else
+                ("float" if q.offset is not None and not q.integer_zero_point else int(q.zero_point())),
             }
     return layers
 

@@ -4,9 +4,10 @@ integer initializer -> DequantizeLinear for weights.
 
 A b-bit activation (b <= 8) is quantized to int8 (signed grid) or uint8 (unsigned) with zero point 0, then
 clipped to its b-bit range -Qn..Qp (the Clip is left out at 8 bits, where the range is the type's own), then
-dequantized: clip(round(x / s), -Qn, Qp) * s, exactly LSQ's forward. LSQ+'s learned offset is not an integer
-number of steps, so it cannot be a zero point without changing the model: it stays a float Sub before and Add
-after the QDQ pair. Weights are the deploy form's integers as an int8 initializer with its per-channel scales
+dequantized: clip(round(x / s), -Qn, Qp) * s, exactly LSQ's forward. An asymmetric grid trained with an integer
+zero point z (quant.act_zero_point=integer) is uint8 with that zero point: (clip(round(x / s) + z, 0, Qp) - z) * s.
+LSQ+'s float offset is not a whole number of steps, so it cannot be a zero point without changing the model: it
+stays a float Sub before and Add after the QDQ pair. Weights are the deploy form's integers as an int8 initializer with its per-channel scales
 (BN and QC folded in); the float DFL projection is an ordinary Conv.
 """
 
@@ -29,16 +30,19 @@ IMAGE_GRID = 1 / 255  # the stem's 8-bit input grid (quant.input_grid)
 
 
 class QuantizeDequantize(torch.autograd.Function):
-    """clip(round(x / s), lo, hi) * s, traced as QuantizeLinear -> Clip(lo, hi) -> DequantizeLinear."""
+    """(clip(round(x / s) + z, lo, hi) - z) * s with zero point z (0 on a signed grid), traced as
+    QuantizeLinear -> Clip(lo, hi) -> DequantizeLinear."""
 
     @staticmethod
-    def forward(ctx, x, scale, lo: int, hi: int):
-        return fake_quantize(x, scale, -lo, hi)
+    def forward(ctx, x, scale, lo: int, hi: int, zero: int = 0):
+        if zero == 0:
+            return fake_quantize(x, scale, -lo, hi)
+        return (torch.clamp(torch.round(x / scale) + zero, lo, hi) - zero) * scale
 
     @staticmethod
-    def symbolic(g, x, scale, lo: int, hi: int):
+    def symbolic(g, x, scale, lo: int, hi: int, zero: int = 0):
         dtype = torch.int8 if lo < 0 else torch.uint8
-        zero = g.op("Constant", value_t=torch.tensor(0, dtype=dtype))
+        zero = g.op("Constant", value_t=torch.tensor(zero, dtype=dtype))
         q = g.op("QuantizeLinear", x, scale, zero)
         info = torch.iinfo(dtype)
         if (lo, hi) != (info.min, info.max):
@@ -73,20 +77,22 @@ def is_image_grid(q: LSQQuantizer) -> bool:
 
 
 class QDQActivation(nn.Module):
-    """An LSQQuantizer's forward as (Sub offset) -> QDQ -> (Add offset)."""
+    """An LSQQuantizer's forward as QDQ with its integer zero point, or as (Sub offset) -> QDQ -> (Add offset) for
+    a float offset."""
 
     def __init__(self, q: LSQQuantizer):
         super().__init__()
         if q.per_channel:
             raise ValueError("per-channel activation quantizers have no QDQ export")
         self.lo, self.hi = -q.qn, q.qp
+        self.zero = int(q.zero_point())
         self.scale = nn.Parameter(q.scale.detach().float().clone(), requires_grad=False)
-        self.offset = None if q.offset is None else nn.Parameter(q.offset.detach().float().clone(),
-                                                                  requires_grad=False)
+        float_offset = q.offset is not None and not q.integer_zero_point
+        self.offset = nn.Parameter(q.offset.detach().float().clone(), requires_grad=False) if float_offset else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = x if self.offset is None else x - self.offset
-        out = QuantizeDequantize.apply(v, self.scale, self.lo, self.hi)
+        out = QuantizeDequantize.apply(v, self.scale, self.lo, self.hi, self.zero)
         return out if self.offset is None else out + self.offset
 
 

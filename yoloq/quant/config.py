@@ -5,6 +5,7 @@ from dataclasses import dataclass
 BITS_RANGE = (2, 8)
 ACT_SIGNED_CHOICES = ("auto", "signed", "unsigned")
 SCALE_INIT_CHOICES = ("lsq", "mse", "minmax")
+ZERO_POINT_CHOICES = ("float", "integer")
 
 
 class QuantConfigError(ValueError):
@@ -46,6 +47,8 @@ class QuantConfig:
     per_channel applies to weights only; activations always use one scale per tensor.
     act_signed="auto" makes an activation quantizer signed iff its calibration minimum is < 0.
     act_asymmetric uses an unsigned grid 0..2^b-1 plus a learnable offset (LSQ+).
+    act_zero_point (asymmetric only): "float" keeps LSQ+'s offset as it is learned; "integer" rounds it to a whole
+    number of steps during QAT, so that an integer runtime's uint8 zero point expresses it exactly.
     first_last_bits is used for the high-precision layers (None: the same as w_bits/a_bits).
     input_grid: an activation quantizer of 8 or more bits whose calibration inputs all lie on the 8-bit image
     grid k/255 in [0, 1] (the stem conv's input: uint8 images / 255) keeps that grid, unsigned with the fixed
@@ -57,6 +60,7 @@ class QuantConfig:
     per_channel: bool = False
     act_signed: str = "auto"
     act_asymmetric: bool = False
+    act_zero_point: str = "float"
     first_last_bits: int | None = 8
     scale_init: str = "mse"
     input_grid: bool = True
@@ -67,6 +71,7 @@ class QuantConfig:
         _check_bool("per_channel", self.per_channel)
         _check_choice("act_signed", self.act_signed, ACT_SIGNED_CHOICES)
         _check_bool("act_asymmetric", self.act_asymmetric)
+        _check_choice("act_zero_point", self.act_zero_point, ZERO_POINT_CHOICES)
         _check_bits("first_last_bits", self.first_last_bits, allow_none=True)
         _check_choice("scale_init", self.scale_init, SCALE_INIT_CHOICES)
         _check_bool("input_grid", self.input_grid)
@@ -74,6 +79,10 @@ class QuantConfig:
             raise QuantConfigError(
                 "quant.act_signed='signed' conflicts with quant.act_asymmetric=True: "
                 "the asymmetric grid is unsigned, use act_signed auto or unsigned"
+            )
+        if self.act_zero_point == "integer" and not self.act_asymmetric:
+            raise QuantConfigError(
+                "quant.act_zero_point='integer' needs quant.act_asymmetric=True: a symmetric grid's zero point is 0"
             )
 
     def for_layer(self, high_precision: bool) -> tuple[int, int]:

@@ -59,6 +59,9 @@ class LSQQuantizer(nn.Module):
     initialisation: signed iff the minimum seen is < 0.
     per_channel: one scale per slice along channel_axis (num_channels of them).
     asymmetric: LSQ+ -- unsigned grid shifted by a learnable offset, initialised to the minimum.
+    integer_zero_point (asymmetric only): the offset is used as -z * s with z = round(-offset / s) clipped to
+    0..Qp, so the grid is an integer runtime's uint grid with zero point z (zero is a level, as zero padding
+    needs); z's rounding is straight-through, so the latent offset and the scale still learn.
     per_sample: the gradient scale counts the elements of one sample (x[0]), as LSQ does for
     activations; otherwise it counts the elements covered by one scale element.
 
@@ -75,6 +78,7 @@ class LSQQuantizer(nn.Module):
         per_channel: bool = False,
         channel_axis: int = 0,
         asymmetric: bool = False,
+        integer_zero_point: bool = False,
         per_sample: bool = False,
         init_method: str = "mse",
         num_channels: int = 1,
@@ -89,12 +93,15 @@ class LSQQuantizer(nn.Module):
             )
         if asymmetric and signed:
             raise ValueError("signed=True conflicts with asymmetric=True: the asymmetric grid is unsigned")
+        if integer_zero_point and not asymmetric:
+            raise ValueError("integer_zero_point=True needs asymmetric=True: a symmetric grid's zero point is 0")
         if per_sample and per_channel:
             raise ValueError("per_sample=True needs a per-tensor scale: use per_channel=False")
         self.bits = bits
         self.per_channel = per_channel
         self.channel_axis = channel_axis
         self.asymmetric = asymmetric
+        self.integer_zero_point = integer_zero_point
         self.per_sample = per_sample
         self.init_method = init_method
         self.auto_signed = signed is None and not asymmetric
@@ -207,6 +214,21 @@ class LSQQuantizer(nn.Module):
         n = x[0].numel() if self.per_sample else x.numel() // self.scale.numel()
         return 1.0 / math.sqrt(n * self._qp)
 
+    def _offset(self) -> torch.Tensor | None:
+        """The offset the grid uses: the latent one, or -z * s for an integer zero point z (straight-through)."""
+        if not self.integer_zero_point:
+            return self.offset
+        z = (-self.offset / self.scale).clamp(0, self._qp)
+        z = z + (torch.round(z) - z).detach()
+        return -z * self.scale
+
+    def zero_point(self) -> torch.Tensor:
+        """The integer zero point z (one per scale element) of an integer_zero_point quantizer; 0 otherwise."""
+        with torch.no_grad():
+            if not self.integer_zero_point:
+                return torch.zeros_like(self.scale, dtype=torch.int32)
+            return torch.round((-self.offset / self.scale).clamp(0, self._qp)).to(torch.int32)
+
     def scale_like(self, x: torch.Tensor) -> torch.Tensor:
         """The scale shaped to broadcast against x (per-channel: one value per slice along channel_axis)."""
         return self._broadcast(self.scale, x)
@@ -214,7 +236,7 @@ class LSQQuantizer(nn.Module):
     def integers(self, x: torch.Tensor) -> torch.Tensor:
         """The integer grid values clip(round((x - offset) / s), -Qn, Qp) of x, as floats, without gradient."""
         with torch.no_grad():
-            v = x if self.offset is None else x - self._broadcast(self.offset, x)
+            v = x if self.offset is None else x - self._broadcast(self._offset(), x)
             return torch.clamp(torch.round(v / self.scale_like(x)), -self._qn, self._qp)
 
     @property
@@ -225,7 +247,7 @@ class LSQQuantizer(nn.Module):
 
     def fake_quant_args(self, x: torch.Tensor) -> tuple:
         """(scale, offset, qn, qp, grad_scale) as LSQFakeQuantize takes them for input x."""
-        offset = None if self.offset is None else self._broadcast(self.offset, x)
+        offset = None if self.offset is None else self._broadcast(self._offset(), x)
         return self._broadcast(self.scale, x), offset, self._qn, self._qp, self._grad_scale(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,7 +257,7 @@ class LSQQuantizer(nn.Module):
         if not self._initialized:
             self.init_from(x)
         if self.soft_round is not None:
-            offset = None if self.offset is None else self._broadcast(self.offset, x)
+            offset = None if self.offset is None else self._broadcast(self._offset(), x)
             return self._soft_forward(x, offset)
         return LSQFakeQuantize.apply(x, *self.fake_quant_args(x))
 
@@ -250,5 +272,5 @@ class LSQQuantizer(nn.Module):
         signed = "auto" if self.auto_signed and not self._initialized else self._qn > 0
         return (
             f"bits={self.bits}, signed={signed}, per_channel={self.per_channel}, "
-            f"asymmetric={self.asymmetric}"
+            f"asymmetric={self.asymmetric}" + (", integer_zero_point=True" if self.integer_zero_point else "")
         )

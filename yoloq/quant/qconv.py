@@ -51,6 +51,7 @@ class QuantConv2d(nn.Conv2d):
         if a_bits is not None:
             self.act_quantizer = LSQQuantizer(
                 a_bits, signed=_ACT_SIGNED[config.act_signed], asymmetric=config.act_asymmetric,
+                integer_zero_point=config.act_zero_point == "integer",
                 per_sample=True, init_method=config.scale_init, device=device,
             )
         self.register_module("correction", None)
