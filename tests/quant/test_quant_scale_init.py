@@ -39,12 +39,40 @@ def test_minmax_init_symmetric_and_asymmetric():
     assert q.qn == 0 and q.qp == 3
 
 
+def test_minmax_init_with_an_integer_zero_point():
+    # 2-bit: s = (2.3 - -0.7) / 3 = 1, z = round(0.7) = 1, so the offset is -z * s = -1 (a whole step).
+    q = LSQQuantizer(2, signed=None, asymmetric=True, integer_zero_point=True, init_method="minmax")
+    q.init_from(torch.tensor([-0.7, 1.0, 2.3]))
+    assert (q.scale.item(), q.offset.item(), int(q.zero_point())) == pytest.approx((1.0, -1.0, 1))
+
+
+def test_mse_init_searches_the_scale_with_its_rounded_zero_point():
+    # A LeakyReLU-like activation: a short negative tail and a long positive one. Rounding the zero point after
+    # a search made for the float offset shifts the grid; searching with each candidate's own z does better.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, generator=gen) * 1.5
+    x = torch.where(x < 0, 0.1 * x, x)
+
+    def error(q):
+        with torch.no_grad():
+            return float((q(x) - x).square().mean())
+
+    joint = LSQQuantizer(3, signed=None, asymmetric=True, integer_zero_point=True)
+    joint.init_from(x)
+    z = int(joint.zero_point())
+    assert 0 < z < 7 and joint.offset.item() == pytest.approx(-z * joint.scale.item())
+    rounded_after = LSQQuantizer(3, signed=None, asymmetric=True)
+    rounded_after.init_from(x)
+    rounded_after.integer_zero_point = True  # the float search's scale and offset, then z rounded
+    assert error(joint) < error(rounded_after)
+
+
 def test_auto_sign_follows_the_minimum():
     q = LSQQuantizer(4, signed=None)
-    q.init_from(torch.rand(100) + 0.01)
+    q.init_from(torch.linspace(0.01, 1, 100))
     assert not q.signed and q.qn == 0 and q.qp == 15
     q = LSQQuantizer(4, signed=None)
-    q.init_from(torch.rand(100) - 0.01)
+    q.init_from(torch.linspace(-0.01, 1, 100))  # (rand() - 0.01 had no negative value in 37% of draws)
     assert q.signed and q.qn == 8 and q.qp == 7
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from . import kernels
 from .grid import int_range, soft_round
 from .observer import SampleObserver
-from .scale_init import INIT_METHODS, initial_scale
+from .scale_init import INIT_METHODS, initial_scale, zero_point_scale
 
 
 class LSQFakeQuantize(torch.autograd.Function):
@@ -193,12 +193,17 @@ class LSQQuantizer(nn.Module):
 
     def _init_from_stats(self, v: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor) -> None:
         # v: [C, K] values, vmin/vmax: [C] extremes, one row per scale element.
-        if self.asymmetric:
-            self.offset.copy_(vmin.reshape(self.offset.shape))
-            v, vmin, vmax = v - vmin[:, None], torch.zeros_like(vmin), vmax - vmin
-        elif self.auto_signed:
-            self.set_signed(bool((vmin < 0).any()))
-        scale = initial_scale(v, vmin, vmax, self._qn, self._qp, self.init_method)
+        if self.integer_zero_point:
+            # The latent offset starts at -z * s, the middle of its rounding interval, not next to a threshold.
+            scale, zero = zero_point_scale(v, vmin, vmax, self._qp, self.init_method)
+            self.offset.copy_((-zero * scale).reshape(self.offset.shape))
+        else:
+            if self.asymmetric:
+                self.offset.copy_(vmin.reshape(self.offset.shape))
+                v, vmin, vmax = v - vmin[:, None], torch.zeros_like(vmin), vmax - vmin
+            elif self.auto_signed:
+                self.set_signed(bool((vmin < 0).any()))
+            scale = initial_scale(v, vmin, vmax, self._qn, self._qp, self.init_method)
         self.scale.copy_(scale.reshape(self.scale.shape))
         self.initialized.fill_(True)
         self._refresh_cache()

@@ -37,13 +37,37 @@ def initial_scale(
     raise ValueError(f"init_method={method!r} is unknown: use one of {', '.join(INIT_METHODS)}")
 
 
-def _mse_search(v: torch.Tensor, max_scale: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
+def zero_point_scale(
+    v: torch.Tensor, vmin: torch.Tensor, vmax: torch.Tensor, qp: int, method: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero point) per row of v for the grid 0..Qp used as (q - z) * s with an integer z in 0..Qp.
+
+    The scale is chosen as for the unsigned grid over v - vmin, with z = round(-vmin / s); "mse" searches the
+    candidates with each one's own rounded z (at 3-4 bits, rounding z after the search can shift the grid by
+    half a step and clip much more than the search assumed)."""
+    shifted_max = vmax - vmin
+    if method != "mse":
+        scale = initial_scale(v - vmin[:, None], torch.zeros_like(vmin), shifted_max, 0, qp, method)
+    else:
+        scale = _mse_search(v, (shifted_max / qp).clamp(min=MIN_SCALE), 0, qp, vmin)
+    return scale, _zero_point(vmin, scale, qp)
+
+
+def _zero_point(vmin: torch.Tensor, scale: torch.Tensor, qp: int) -> torch.Tensor:
+    return torch.round(-vmin / scale).clamp(0, qp)
+
+
+def _mse_search(v: torch.Tensor, max_scale: torch.Tensor, qn: int, qp: int,
+                vmin: torch.Tensor | None = None) -> torch.Tensor:
+    """The candidate scale with the least squared error on v; with vmin, on the grid shifted by each candidate's
+    integer zero point (zero_point_scale)."""
     fractions = torch.tensor(MSE_FRACTIONS, device=v.device)
     candidates = (fractions[:, None] * max_scale[None, :]).clamp(min=MIN_SCALE)  # [T, C]
     chunk = max(1, MSE_CHUNK_ELEMENTS // v.numel())
-    errors = torch.cat([
-        (fake_quantize(v, scales[:, :, None], qn, qp) - v).square().mean(dim=2)
-        for scales in candidates.split(chunk)
-    ])  # [T, C]
-    best = errors.argmin(dim=0)  # the first (smallest) candidate among equals
+    errors = []
+    for scales in candidates.split(chunk):
+        s = scales[:, :, None]
+        shift = 0.0 if vmin is None else _zero_point(vmin[None, :, None], s, qp) * s
+        errors.append((fake_quantize(v + shift, s, qn, qp) - shift - v).square().mean(dim=2))
+    best = torch.cat(errors).argmin(dim=0)  # [T, C] -> [C]: the first (smallest) candidate among equals
     return candidates.gather(0, best[None])[0]
