@@ -7,8 +7,8 @@ clipped to its b-bit range -Qn..Qp (the Clip is left out at 8 bits, where the ra
 dequantized: clip(round(x / s), -Qn, Qp) * s, exactly LSQ's forward. An asymmetric grid trained with an integer
 zero point z (quant.act_zero_point=integer) is uint8 with that zero point: (clip(round(x / s) + z, 0, Qp) - z) * s.
 LSQ+'s float offset is not a whole number of steps, so it cannot be a zero point without changing the model: it
-stays a float Sub before and Add after the QDQ pair. Weights are the deploy form's integers as an int8 initializer with its per-channel scales
-(BN and QC folded in); the float DFL projection is an ordinary Conv.
+stays a float Sub before and Add after the QDQ pair. Weights are the deploy form's integers as an int8 initializer
+with its per-channel scales (BN and QC folded in); the float DFL projection is an ordinary Conv.
 """
 
 from __future__ import annotations

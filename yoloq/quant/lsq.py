@@ -61,7 +61,7 @@ class LSQQuantizer(nn.Module):
     asymmetric: LSQ+ -- unsigned grid shifted by a learnable offset, initialised to the minimum.
     integer_zero_point (asymmetric only): the offset is used as -z * s with z = round(-offset / s) clipped to
     0..Qp, so the grid is an integer runtime's uint grid with zero point z (zero is a level, as zero padding
-    needs); z's rounding is straight-through, so the latent offset and the scale still learn.
+    needs); z's rounding is straight-through, so the latent offset and the scale still learn. It starts at -z * s.
     per_sample: the gradient scale counts the elements of one sample (x[0]), as LSQ does for
     activations; otherwise it counts the elements covered by one scale element.
 
@@ -219,11 +219,14 @@ class LSQQuantizer(nn.Module):
         n = x[0].numel() if self.per_sample else x.numel() // self.scale.numel()
         return 1.0 / math.sqrt(n * self._qp)
 
+    def _unrounded_zero_point(self) -> torch.Tensor:
+        return (-self.offset / self.scale).clamp(0, self._qp)
+
     def _offset(self) -> torch.Tensor | None:
         """The offset the grid uses: the latent one, or -z * s for an integer zero point z (straight-through)."""
         if not self.integer_zero_point:
             return self.offset
-        z = (-self.offset / self.scale).clamp(0, self._qp)
+        z = self._unrounded_zero_point()
         z = z + (torch.round(z) - z).detach()
         return -z * self.scale
 
@@ -232,7 +235,7 @@ class LSQQuantizer(nn.Module):
         with torch.no_grad():
             if not self.integer_zero_point:
                 return torch.zeros_like(self.scale, dtype=torch.int32)
-            return torch.round((-self.offset / self.scale).clamp(0, self._qp)).to(torch.int32)
+            return torch.round(self._unrounded_zero_point()).to(torch.int32)
 
     def scale_like(self, x: torch.Tensor) -> torch.Tensor:
         """The scale shaped to broadcast against x (per-channel: one value per slice along channel_axis)."""
