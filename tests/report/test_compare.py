@@ -162,7 +162,7 @@ def test_noisy_differences_are_not_called_real(tmp_path):
 
 
 def test_variants_soft_rows_and_borrowed_qat_models_are_labelled_and_counted_once(tmp_path):
-    """`*`, per-channel weights and QC variants get their own rows; soft rounding adds `<m> soft`; a qat_from run
+    """`*`, per-channel weights, asymmetric activations and QC variants get their own rows; soft rounding adds `<m> soft`; a qat_from run
     adds only its QC row (its QAT model is the source's, already counted there)."""
     fake_run(tmp_path / "src", "ema_qc", 4, 0, 0.50, 0.52)
     rows = json.loads((tmp_path / "src" / "results.json").read_text())
@@ -175,9 +175,14 @@ def test_variants_soft_rows_and_borrowed_qat_models_are_labelled_and_counted_onc
     (tmp_path / "star" / "config.yaml").write_text("seed: 0\nquant:\n  first_last_bits: null\n  per_channel: true\n")
     fake_run(tmp_path / "mixed", "lsq", 4, 0, 0.45)
     (tmp_path / "mixed" / "config.yaml").write_text("seed: 0\nquant:\n  layer_bits:\n    layers: {a: {w_bits: 2, a_bits: 2}}\n")
+    for name, zero_point, qat in (("asym", "float", 0.47), ("asym-int", "integer", 0.46)):
+        fake_run(tmp_path / name, "lsq", 4, 0, qat)
+        (tmp_path / name / "config.yaml").write_text(
+            f"seed: 0\nquant:\n  act_asymmetric: true\n  act_zero_point: {zero_point}\n")
     labels = [(r["label"], r["mAP50-95"]) for r in collect(sorted(tmp_path.iterdir())) if r["label"] != "FP"]
     assert sorted(labels) == sorted([("ema+QC[per-tensor, scale only]", 0.49), ("ema", 0.50), ("ema soft", 0.51),
-                                     ("ema+QC", 0.52), ("lsq* pc-W", 0.40), ("lsq mixed", 0.45)])
+                                     ("ema+QC", 0.52), ("lsq* pc-W", 0.40), ("lsq mixed", 0.45),
+                                     ("lsq asym", 0.47), ("lsq asym int-zp", 0.46)])
 
 
 def test_borrowed_qat_rows_count_once_when_their_source_is_not_collected(tmp_path):

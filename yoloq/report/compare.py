@@ -31,11 +31,14 @@ ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "
 
 def _variant(cfg) -> str:
     """What sets a run apart from the paper's default layout, appended to its method's label: `*` for first and
-    last layers at the run's bits too (paper Table 4), ` pc-W` for per-channel weight scales, ` mixed` for a
-    per-layer plan (quant.layer_bits: its own column would mislead, see report/frontier.py)."""
+    last layers at the run's bits too (paper Table 4), ` pc-W` for per-channel weight scales, ` asym` for asymmetric
+    activations (` asym int-zp` on integer zero points), ` mixed` for a per-layer plan (quant.layer_bits: its own
+    column would mislead, see report/frontier.py)."""
     quant = cfg.get("quant", {})
+    asym = (" asym" + (" int-zp" if quant.get("act_zero_point") == "integer" else "")) if quant.get(
+        "act_asymmetric") else ""
     return ("*" if quant.get("first_last_bits", 8) is None else "") + (" pc-W" if quant.get("per_channel") else "") + (
-        " mixed" if quant.get("layer_bits") else "")
+        asym) + (" mixed" if quant.get("layer_bits") else "")
 
 
 def _qc_variant(cfg) -> str:
