@@ -42,9 +42,9 @@ def zero_point_scale(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, zero point) per row of v for the grid 0..Qp used as (q - z) * s with an integer z in 0..Qp.
 
-    The scale is chosen as for the unsigned grid over v - vmin, with z = round(-vmin / s); "mse" searches the
-    candidates with each one's own rounded z (at 3-4 bits, rounding z after the search can shift the grid by
-    half a step and clip much more than the search assumed)."""
+    The scale is chosen as for the unsigned grid over v - vmin, with z = round(-vmin / s); "mse" scores each
+    candidate with its own rounded z (rounding z after the search would shift the grid by up to half a step from
+    the one the search scored)."""
     shifted_max = vmax - vmin
     if method != "mse":
         scale = initial_scale(v - vmin[:, None], torch.zeros_like(vmin), shifted_max, 0, qp, method)
