@@ -71,7 +71,7 @@ def layer_bits(model: nn.Module) -> dict[str, dict]:
                 "activations": None if q is None else
                 ("asymmetric" if q.offset is not None else "signed" if q.qn > 0 else "unsigned"),
                 "act_zero_point": None if q is None else
-                ("float" if q.offset is not None and not q.integer_zero_point else int(q.zero_point())),
+                ("float" if q.float_offset else int(q.zero_point())),
             }
     return layers
 

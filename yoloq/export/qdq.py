@@ -87,8 +87,7 @@ class QDQActivation(nn.Module):
         self.lo, self.hi = -q.qn, q.qp
         self.zero = int(q.zero_point())
         self.scale = nn.Parameter(q.scale.detach().float().clone(), requires_grad=False)
-        float_offset = q.offset is not None and not q.integer_zero_point
-        self.offset = nn.Parameter(q.offset.detach().float().clone(), requires_grad=False) if float_offset else None
+        self.offset = nn.Parameter(q.offset.detach().float().clone(), requires_grad=False) if q.float_offset else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = x if self.offset is None else x - self.offset

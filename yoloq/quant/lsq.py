@@ -230,6 +230,15 @@ class LSQQuantizer(nn.Module):
         z = z + (torch.round(z) - z).detach()
         return -z * self.scale
 
+    def offset_like(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The offset the grid uses, shaped to broadcast against x; None on a symmetric grid."""
+        return None if self.offset is None else self._broadcast(self._offset(), x)
+
+    @property
+    def float_offset(self) -> bool:
+        """Whether the grid has LSQ+'s float offset (not a whole number of steps, so no integer zero point)."""
+        return self.offset is not None and not self.integer_zero_point
+
     def zero_point(self) -> torch.Tensor:
         """The integer zero point z (one per scale element) of an integer_zero_point quantizer; 0 otherwise."""
         with torch.no_grad():
@@ -244,7 +253,8 @@ class LSQQuantizer(nn.Module):
     def integers(self, x: torch.Tensor) -> torch.Tensor:
         """The integer grid values clip(round((x - offset) / s), -Qn, Qp) of x, as floats, without gradient."""
         with torch.no_grad():
-            v = x if self.offset is None else x - self._broadcast(self._offset(), x)
+            offset = self.offset_like(x)
+            v = x if offset is None else x - offset
             return torch.clamp(torch.round(v / self.scale_like(x)), -self._qn, self._qp)
 
     @property
@@ -255,8 +265,7 @@ class LSQQuantizer(nn.Module):
 
     def fake_quant_args(self, x: torch.Tensor) -> tuple:
         """(scale, offset, qn, qp, grad_scale) as LSQFakeQuantize takes them for input x."""
-        offset = None if self.offset is None else self._broadcast(self._offset(), x)
-        return self._broadcast(self.scale, x), offset, self._qn, self._qp, self._grad_scale(x)
+        return self._broadcast(self.scale, x), self.offset_like(x), self._qn, self._qp, self._grad_scale(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._observer is not None:
@@ -265,8 +274,7 @@ class LSQQuantizer(nn.Module):
         if not self._initialized:
             self.init_from(x)
         if self.soft_round is not None:
-            offset = None if self.offset is None else self._broadcast(self._offset(), x)
-            return self._soft_forward(x, offset)
+            return self._soft_forward(x, self.offset_like(x))
         return LSQFakeQuantize.apply(x, *self.fake_quant_args(x))
 
     @torch.no_grad()
