@@ -6,22 +6,23 @@ from pathlib import Path
 import pytest
 
 from yoloq.cli import main as cli_main
-from yoloq.report.convergence import doublings, groups, run_row, write_convergence
+from yoloq.report.convergence import control_gaps, doublings, groups, run_row, write_convergence
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def length_run(folder: Path, method: str, epochs: int, seed: int, final: float, curve: dict[int, float] | None = None,
                lr0: float = 0.01, eval_every: int = 2, qc_lr: float = 0.001, qat_from: str | None = None,
-               fp: float = 0.7):
+               fp: float = 0.7, bits: int = 4):
     """A finished run folder as the trainer leaves it: config.yaml, results.json and metrics.jsonl."""
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(
         f"seed: {seed}\nmodel:\n  name: yolov7-tiny\n" + (f"qat_from: {qat_from}\n" if qat_from else "") +
         f"trainer:\n  workers: {seed}\n  qat:\n    epochs: {epochs}\n    lr0: {lr0}\n    eval_every: {eval_every}\n"
-        f"  qc:\n    lr: {qc_lr}\nmethod:\n  name: {method}\n  qc:\n    per_channel: {str(qc_lr > 0).lower()}\n")
+        f"  qc:\n    lr: {qc_lr}\nmethod:\n  name: {method}\n  qc:\n    per_channel: {str(qc_lr > 0).lower()}\n"
+        f"quant:\n  w_bits: {bits}\n  a_bits: {bits}\n  first_last_bits: 8\n")
     rows = [{"stage": "fp", "method": "fp", "bits": "FP32", "metrics": {"mAP50-95": fp}},
-            {"stage": "qat", "method": method, "bits": "W4A4", "metrics": {"mAP50-95": final}}]
+            {"stage": "qat", "method": method, "bits": f"W{bits}A{bits}", "metrics": {"mAP50-95": final}}]
     (folder / "results.json").write_text(json.dumps(rows))
     curve = {**(curve or {}), epochs: final}
     (folder / "metrics.jsonl").write_text("".join(
@@ -102,6 +103,32 @@ def test_a_run_of_zero_epochs_is_the_calibrated_start_not_a_length(tmp_path):
     assert "| 4 -> 8 | +2.0 (n=1, no interval) | s0: +2.00 | 0.71 (at 4 epochs, n=2) | not converged |" in text
     length_run(tmp_path / "only0", "lsq", 0, 0, 0.5, lr0=0.002)  # a group holding nothing but its start
     assert "No length was also run at twice its epochs." in write_convergence([tmp_path / "only0"], tmp_path / "o2")
+
+
+def test_the_gap_to_an_8_bit_control_separates_quantization_from_more_training(tmp_path):
+    # W4A4 gains +2.5 from doubling, but its 8-bit control (same recipe, lengths and seeds) gains as much:
+    # the gap to it moves by -0.5, below the W4A4 seed spread (std 1.41 at 8 epochs).
+    for seed, (w4_8, w4_16, w8_8, w8_16) in enumerate([(0.60, 0.63, 0.70, 0.73), (0.62, 0.64, 0.71, 0.74)]):
+        length_run(tmp_path / f"w4_8s{seed}", "lsq", 8, seed, w4_8)
+        length_run(tmp_path / f"w4_16s{seed}", "lsq", 16, seed, w4_16)
+        length_run(tmp_path / f"w8_8s{seed}", "lsq", 8, seed, w8_8, bits=8)
+        length_run(tmp_path / f"w8_16s{seed}", "lsq", 16, seed, w8_16, bits=8)
+    length_run(tmp_path / "w8_other", "lsq", 32, 0, 0.9, bits=8, lr0=0.002)  # another recipe: not the control
+    length_run(tmp_path / "ema8", "ema", 8, 0, 0.6)  # another method: its own group, without a control
+    rows = [run_row(p) for p in sorted(tmp_path.iterdir())]
+    grouped = groups(rows)
+    w4 = grouped[("yolov7-tiny", "lsq", "W4A4", "")]
+    assert doublings(w4)[0]["verdict"] == "not converged"
+    gaps = control_gaps(w4, rows)
+    assert gaps["lengths"][8] == pytest.approx({0: -0.10, 1: -0.09}) and set(gaps["lengths"]) == {8, 16}
+    (d,) = gaps["doublings"]
+    assert d["per_seed"] == pytest.approx([0.0, -0.01]) and d["gain"] == pytest.approx(-0.005)
+    assert d["spread"] == pytest.approx(0.0141421, rel=1e-4) and d["verdict"] == "converged"
+    assert control_gaps(grouped[("yolov7-tiny", "ema", "W4A4", "")], rows) is None
+    assert all(control_gaps(rs, rows) is None for key, rs in grouped.items() if key[2] == "W8A8")
+    text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
+    assert text.count("Against the 8-bit control") == 1 and "| 8 | -9.50 (n=2) | s0: -10.00, s1: -9.00 |" in text
+    assert "| 8 -> 16 | -0.5 [-6.9, +5.9] (n=2) | s0: +0.00, s1: -1.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
 
 
 def test_cli_one_line_errors(tmp_path, capsys):

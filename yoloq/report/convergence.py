@@ -11,7 +11,12 @@ The runs of a group share everything that shapes training except the QAT length 
 the FP model, the QAT optimizer and schedule, the data, the quantizer and method settings. Runs of several
 recipes are split into one group per recipe, named by the keys that differ (e.g. `trainer.qat.lr0=0.002`), since
 a gain between two recipes is not a convergence test. A run of 0 QAT epochs (`trainer.qat.epochs=0`) is the
-recipe's start, the calibrated model before any training: it is shown next to the FP model, never doubled."""
+recipe's start, the calibrated model before any training: it is shown next to the FP model, never doubled.
+
+An 8-bit control (the same recipe at `bits=8`, same lengths and seeds) separates the two things a longer QAT run
+gains: what quantization recovers, and what the detector learns from more training, which an FP model that is not
+itself converged still does at 8 bits. Where a group has one, the report adds the gap to it (low-bit minus 8-bit,
+paired on seed and length) and whether doubling changes that gap by less than the low-bit seed spread."""
 
 from __future__ import annotations
 
@@ -127,6 +132,68 @@ def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
     return out
 
 
+CONTROL_BITS = "W8A8"
+BIT_KEYS = {"quant.w_bits", "quant.a_bits"}  # the only recipe keys in which a group and its control may differ
+
+
+def _without_bits(r: dict) -> tuple:
+    recipe = {k: v for k, v in r["recipe"].items() if k not in BIT_KEYS}
+    return r["model"], r["label"], json.dumps(recipe, sort_keys=True, default=str)
+
+
+def control_gaps(rs: list[dict], rows: list[dict], metric: str = "mAP50-95") -> dict | None:
+    """The gap of a low-bit group to its 8-bit control among rows: {"lengths": {epochs: {seed: gap}},
+    "doublings": [...]} with each doubling's change in the gap paired on seeds, judged against the low-bit
+    group's seed spread (as in doublings); None where the group is 8-bit itself or has no control run."""
+    if not rs or rs[0]["bits"] == CONTROL_BITS:
+        return None
+    key = _without_bits(rs[0])
+    control = defaultdict(list)
+    for r in rows:
+        if r["bits"] == CONTROL_BITS and _without_bits(r) == key:
+            control[(r["epochs"], r["seed"])].append(r[metric])
+    low = defaultdict(list)
+    for r in rs:
+        low[(r["epochs"], r["seed"])].append(r[metric])
+    gaps = defaultdict(dict)  # epochs -> {seed: low-bit minus 8-bit}; repeated runs are averaged
+    for (e, seed), values in low.items():
+        if e > 0 and (e, seed) in control:
+            gaps[e][seed] = statistics.fmean(values) - statistics.fmean(control[(e, seed)])
+    if not gaps:
+        return None
+    spreads = {d["epochs"]: d for d in doublings(rs, metric)}
+    out = []
+    for e in sorted(gaps):
+        if 2 * e not in gaps:
+            continue
+        seeds = sorted(set(gaps[e]) & set(gaps[2 * e]))
+        row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": None, "spread_at": None, "n_spread": 0}
+        if e in spreads:
+            row.update({k: spreads[e][k] for k in ("spread", "spread_at", "n_spread")})
+        if seeds:
+            row["per_seed"] = [gaps[2 * e][s] - gaps[e][s] for s in seeds]
+            row["gain"], row["low"], row["high"] = mean_interval(row["per_seed"])
+            row["verdict"] = ("no seed spread: run a second seed" if row["spread"] is None else
+                              "converged" if abs(row["gain"]) < row["spread"] else "not converged")
+        else:
+            row["verdict"] = "no seed ran both lengths"
+        out.append(row)
+    return {"lengths": dict(gaps), "doublings": out}
+
+
+def _control_section(bits: str, gaps: dict) -> str:
+    lines = [f"Against the 8-bit control (the same recipe at {CONTROL_BITS}: what more training gains without "
+             "low-bit quantization):", "", f"| QAT epochs | {bits} minus {CONTROL_BITS} x 100 | per seed |",
+             "|---|---|---|"]
+    for e, by_seed in sorted(gaps["lengths"].items()):
+        per_seed = ", ".join(f"s{s}: {100 * g:+.2f}" for s, g in sorted(by_seed.items(), key=lambda x: str(x[0])))
+        lines.append(f"| {e} | {100 * statistics.fmean(by_seed.values()):+.2f} (n={len(by_seed)}) | {per_seed} |")
+    if gaps["doublings"]:
+        table = _doublings_table(gaps["doublings"]).replace("| gain, paired", "| change in the gap, paired", 1)
+        lines += ["", table]
+    return "\n".join(lines)
+
+
 def _lengths_table(rs: list[dict], metric: str) -> str:
     by = defaultdict(list)
     for r in sorted(rs, key=lambda r: (r["epochs"], str(r["seed"]))):
@@ -205,12 +272,16 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
             f"\n\nThe FP model they start from: {100 * fp.pop():.2f}" if len(fp) == 1 else "")
         d = doublings(rs, metric)
         section += ("\n\n" + _doublings_table(d)) if d else "\n\nNo length was also run at twice its epochs."
+        gaps = control_gaps(rs, rows, metric)
+        if gaps:
+            section += "\n\n" + _control_section(key[2], gaps)
         sections.append(section)
     text = "\n\n".join(sections) + (
         f"\n\n{metric} x 100 of the QAT model after its last epoch (0 epochs: the calibrated model, untrained)."
         " A doubling's gain is paired on the seeds that ran both lengths (Student's t; bold where the interval"
         " excludes 0); converged: the gain is below the seed spread, the sample std over seeds of single runs (from"
-        " two or three seeds, a rough estimate)."
+        " two or three seeds, a rough estimate). Against an 8-bit control the same test is applied to the"
+        " gap, in either direction."
         "\n\n![QAT curves by run length](convergence.png)")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "convergence.md", text + "\n")
