@@ -28,7 +28,7 @@ def test_step_and_op_sections(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["environment"]["device"] == "cpu" and "stages" not in result
     step = result["step"]
-    for mode in ("qat_per_tensor", "qat_per_channel"):
+    for mode in ("qat_per_tensor", "qat_per_channel", "qat_per_tensor_asymmetric", "qat_per_tensor_integer_zero_point"):
         r = step[mode]
         assert r["step_s"] > 0 and r["time_ratio"] > 0
         q1, q3 = r["time_ratio_iqr"]
@@ -41,6 +41,7 @@ def test_step_and_op_sections(tmp_path, capsys):
         assert all(v > 0 for v in op["ms"].values())
     table = capsys.readouterr().out
     assert "QAT/FP step time" in table and "builtin/ours" in table and f"wrote {out}" in table
+    assert "asymmetric activations, integer zero point" in table
 
 
 def test_stages_section(tmp_path, capsys):

@@ -42,7 +42,9 @@ def goals_table(result: dict) -> list[tuple[str, str, str, str]]:
                 "x")
             row("  QAT/FP saved for backward", r["saved_ratio"], unit="x")
         for name, what in (("qat_per_tensor_eager", "with eager (unfused) kernels"),
-                           ("qat_per_tensor_input_scale_learned", "with the image quantizer's scale learned")):
+                           ("qat_per_tensor_input_scale_learned", "with the image quantizer's scale learned"),
+                           ("qat_per_tensor_asymmetric", "asymmetric activations, float offset"),
+                           ("qat_per_tensor_integer_zero_point", "asymmetric activations, integer zero point")):
             if name in step:
                 row(f"  QAT/FP, per-tensor {what}", step[name]["time_ratio"], unit="x")
         row("FP peak memory above idle", step["fp"]["peak_mb"], unit=" MiB")

@@ -57,8 +57,8 @@ class StepRunner:
 
 def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device: torch.device,
                      repeats: int, warmup: int, amp: bool = False, num_classes: int = 80) -> dict:
-    """FP vs QAT (per-tensor and per-channel weights) step time, peak memory and saved activations, and two
-    per-tensor variants that show where QAT's extra time goes."""
+    """FP vs QAT (per-tensor and per-channel weights) step time, peak memory and saved activations, two
+    per-tensor variants that show where QAT's extra time goes, and two with asymmetric activations."""
     names = tuple(str(i) for i in range(num_classes))
     data = random_batch(batch, imgsz, num_classes, device)
     fp = build_model(model_yaml, names).to(device)
@@ -74,6 +74,12 @@ def bench_train_step(model_yaml: str, batch: int, imgsz: int, bits: int, device:
     learned = quantize_model(copy.deepcopy(fp), QuantConfig(w_bits=bits, a_bits=bits, input_grid=False),
                              calib_batches=[data["img"][:2]], high_precision=high_precision_layers(fp))
     runners["qat_per_tensor_input_scale_learned"] = StepRunner(learned, data, amp)
+    # What asymmetric activations cost: LSQ+'s float offset, and the offset rounded to an integer zero point.
+    for name, zero_point in (("qat_per_tensor_asymmetric", "float"), ("qat_per_tensor_integer_zero_point", "integer")):
+        config = QuantConfig(w_bits=bits, a_bits=bits, act_asymmetric=True, act_zero_point=zero_point)
+        asym = quantize_model(copy.deepcopy(fp), config, calib_batches=[data["img"][:2]],
+                              high_precision=high_precision_layers(fp))
+        runners[name] = StepRunner(asym, data, amp)
     times = interleaved_times(runners, repeats, warmup, device)
     result = {"model": model_yaml, "batch": batch, "imgsz": imgsz, "bits": bits, "amp": amp, "repeats": repeats}
     for name, runner in runners.items():
