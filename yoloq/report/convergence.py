@@ -103,33 +103,45 @@ def _title(key: tuple) -> str:
     return " ".join(filter(None, (model, label, bits))) + (f" ({recipe})" if recipe else "")
 
 
-def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
-    """For each length E run at 2E too: the paired gain of 2E over E and the seed spread it is judged against."""
-    runs = defaultdict(lambda: defaultdict(list))  # epochs -> {seed: values}; a repeated run is averaged
+def _by_length(rs: list[dict], metric: str) -> dict[int, dict]:
+    """{epochs: {seed: value}} of trained runs; a repeated run is averaged. 0 epochs is the calibrated start: no
+    length to double, and no spread of trained runs."""
+    runs = defaultdict(lambda: defaultdict(list))
     for r in rs:
         runs[r["epochs"]][r["seed"]].append(r[metric])
-    # 0 epochs is the calibrated start: no length to double, and no spread of trained runs
-    by = {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in runs.items() if e > 0}
+    return {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in runs.items() if e > 0}
+
+
+def _paired_doublings(by: dict[int, dict], spread_by: dict[int, dict], either_way: bool = False) -> list[dict]:
+    """For each length E in `by` also run at 2E: the change of 2E over E paired on seeds, judged against the seed
+    spread of `spread_by`'s single runs (at E, else at 2E, else at the nearest length that ran several seeds).
+    either_way: a change below the spread in size passes in either direction (a gap), else only from above."""
     out = []
     for e in sorted(by):
         if 2 * e not in by:
             continue
         seeds = sorted(set(by[e]) & set(by[2 * e]))
-        # the spread of single runs at E, else at 2E, else at the nearest length that ran several seeds
-        several = sorted((x for x in by if len(by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
-        spread_at = next((x for x in (e, 2 * e) if len(by[x]) > 1), several[0] if several else None)
-        spread = statistics.stdev(by[spread_at].values()) if spread_at else None
+        several = sorted((x for x in spread_by if len(spread_by[x]) > 1), key=lambda x: (abs(np.log2(x / e) - 0.5), x))
+        spread_at = next((x for x in (e, 2 * e) if len(spread_by.get(x, ())) > 1), several[0] if several else None)
+        spread = statistics.stdev(spread_by[spread_at].values()) if spread_at else None
         row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": spread, "spread_at": spread_at,
-               "n_spread": len(by[spread_at]) if spread_at else 0}
+               "n_spread": len(spread_by[spread_at]) if spread_at else 0}
         if seeds:
             row["per_seed"] = [by[2 * e][s] - by[e][s] for s in seeds]
             row["gain"], row["low"], row["high"] = mean_interval(row["per_seed"])
+            change = abs(row["gain"]) if either_way else row["gain"]
             row["verdict"] = ("no seed spread: run a second seed" if spread is None else
-                              "converged" if row["gain"] < spread else "not converged")
+                              "converged" if change < spread else "not converged")
         else:
             row["verdict"] = "no seed ran both lengths"
         out.append(row)
     return out
+
+
+def doublings(rs: list[dict], metric: str = "mAP50-95") -> list[dict]:
+    """For each length E run at 2E too: the paired gain of 2E over E and the seed spread it is judged against."""
+    by = _by_length(rs, metric)
+    return _paired_doublings(by, by)
 
 
 CONTROL_BITS = "W8A8"
@@ -148,37 +160,14 @@ def control_gaps(rs: list[dict], rows: list[dict], metric: str = "mAP50-95") -> 
     if not rs or rs[0]["bits"] == CONTROL_BITS:
         return None
     key = _without_bits(rs[0])
-    control = defaultdict(list)
-    for r in rows:
-        if r["bits"] == CONTROL_BITS and _without_bits(r) == key:
-            control[(r["epochs"], r["seed"])].append(r[metric])
-    low = defaultdict(list)
-    for r in rs:
-        low[(r["epochs"], r["seed"])].append(r[metric])
-    gaps = defaultdict(dict)  # epochs -> {seed: low-bit minus 8-bit}; repeated runs are averaged
-    for (e, seed), values in low.items():
-        if e > 0 and (e, seed) in control:
-            gaps[e][seed] = statistics.fmean(values) - statistics.fmean(control[(e, seed)])
+    control = _by_length([r for r in rows if r["bits"] == CONTROL_BITS and _without_bits(r) == key], metric)
+    low = _by_length(rs, metric)
+    gaps = {e: {s: v - control[e][s] for s, v in by_seed.items() if s in control.get(e, {})}
+            for e, by_seed in low.items()}  # low-bit minus 8-bit, paired on length and seed
+    gaps = {e: by_seed for e, by_seed in gaps.items() if by_seed}
     if not gaps:
         return None
-    spreads = {d["epochs"]: d for d in doublings(rs, metric)}
-    out = []
-    for e in sorted(gaps):
-        if 2 * e not in gaps:
-            continue
-        seeds = sorted(set(gaps[e]) & set(gaps[2 * e]))
-        row = {"epochs": e, "doubled": 2 * e, "seeds": seeds, "spread": None, "spread_at": None, "n_spread": 0}
-        if e in spreads:
-            row.update({k: spreads[e][k] for k in ("spread", "spread_at", "n_spread")})
-        if seeds:
-            row["per_seed"] = [gaps[2 * e][s] - gaps[e][s] for s in seeds]
-            row["gain"], row["low"], row["high"] = mean_interval(row["per_seed"])
-            row["verdict"] = ("no seed spread: run a second seed" if row["spread"] is None else
-                              "converged" if abs(row["gain"]) < row["spread"] else "not converged")
-        else:
-            row["verdict"] = "no seed ran both lengths"
-        out.append(row)
-    return {"lengths": dict(gaps), "doublings": out}
+    return {"lengths": gaps, "doublings": _paired_doublings(gaps, low, either_way=True)}
 
 
 def _control_section(bits: str, gaps: dict) -> str:
