@@ -63,8 +63,8 @@ def test_doubling_verdicts_against_the_seed_spread(tmp_path):
     text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
     assert "| 8 | 61.00 ± 1.41 (n=2) | s0: 60.00, s1: 62.00 |" in text
     assert "The FP model they start from: 70.00" in text
-    assert "| 8 -> 16 | +0.5 [-5.9, +6.9] (n=2) | s0: +1.00, s1: +0.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
-    assert "| 16 -> 32 | +2.0 (n=1, no interval) | s0: +2.00 | 0.71 (at 16 epochs, n=2) | not converged |" in text
+    assert "| 8 -> 16 | +0.50 [-5.85, +6.85] (n=2) | s0: +1.00, s1: +0.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
+    assert "| 16 -> 32 | +2.00 (n=1, no interval) | s0: +2.00 | 0.71 (at 16 epochs, n=2) | not converged |" in text
     csv_lines = (tmp_path / "out" / "convergence.csv").read_text().splitlines()
     assert csv_lines[0] == "run,model,label,bits,recipe_name,epochs,seed,mAP50-95,fp" and len(csv_lines) == 1 + 8
     assert (tmp_path / "out" / "convergence.png").read_bytes()[:4] == b"\x89PNG"
@@ -100,7 +100,7 @@ def test_a_run_of_zero_epochs_is_the_calibrated_start_not_a_length(tmp_path):
     assert [(d["epochs"], d["doubled"], d["spread_at"]) for d in doublings(rs)] == [(4, 8, 4)]
     text = write_convergence(runs, tmp_path / "out")
     assert "| 0 (the calibrated start) | 54.00 (n=1) | s0: 54.00 |" in text and "| 0 -> 0 |" not in text
-    assert "| 4 -> 8 | +2.0 (n=1, no interval) | s0: +2.00 | 0.71 (at 4 epochs, n=2) | not converged |" in text
+    assert "| 4 -> 8 | +2.00 (n=1, no interval) | s0: +2.00 | 0.71 (at 4 epochs, n=2) | not converged |" in text
     length_run(tmp_path / "only0", "lsq", 0, 0, 0.5, lr0=0.002)  # a group holding nothing but its start
     assert "No length was also run at twice its epochs." in write_convergence([tmp_path / "only0"], tmp_path / "o2")
 
@@ -128,7 +128,7 @@ def test_the_gap_to_an_8_bit_control_separates_quantization_from_more_training(t
     assert all(control_gaps(rs, rows) is None for key, rs in grouped.items() if key[2] == "W8A8")
     text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
     assert text.count("Against the 8-bit control") == 1 and "| 8 | -9.50 (n=2) | s0: -10.00, s1: -9.00 |" in text
-    assert "| 8 -> 16 | -0.5 [-6.9, +5.9] (n=2) | s0: +0.00, s1: -1.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
+    assert "| 8 -> 16 | -0.50 [-6.85, +5.85] (n=2) | s0: +0.00, s1: -1.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
 
 
 def test_cli_one_line_errors(tmp_path, capsys):
@@ -144,4 +144,4 @@ def test_cli_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # the `yoloq convergence` console command
         cli_main(["convergence", str(tmp_path / "a8"), str(tmp_path / "c"), "--out", str(tmp_path / "out")])
     assert exit_.value.code == 0
-    assert "| 8 -> 16 | +1.0 (n=1, no interval) | s0: +1.00 |  | no seed spread: run a second seed |" in capsys.readouterr().out
+    assert "| 8 -> 16 | +1.00 (n=1, no interval) | s0: +1.00 |  | no seed spread: run a second seed |" in capsys.readouterr().out

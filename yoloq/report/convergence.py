@@ -201,7 +201,8 @@ def _doublings_table(rows: list[dict]) -> str:
     lines = ["| doubling | gain, paired on seeds [95% CI] | per seed | seed spread (std) | verdict |",
              "|---|---|---|---|---|"]
     for d in rows:
-        gain = interval_cell(d["gain"], d["low"], d["high"], len(d["seeds"])) if d["seeds"] else ""
+        # Two decimals, as the seed spread it is judged against (a gap's change is often below 0.1).
+        gain = interval_cell(d["gain"], d["low"], d["high"], len(d["seeds"]), digits=2) if d["seeds"] else ""
         per_seed = ", ".join(f"s{s}: {100 * g:+.2f}" for s, g in zip(d["seeds"], d.get("per_seed", [])))
         spread = (f"{100 * d['spread']:.2f} (at {d['spread_at']} epochs, n={d['n_spread']})"
                   if d["spread"] is not None else "")

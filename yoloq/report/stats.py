@@ -20,9 +20,9 @@ def mean_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float
     return mean, float(low), float(high)
 
 
-def interval_cell(mean: float, low: float, high: float, n: int) -> str:
-    """'+2.0 [+1.8, +2.2] (n=3)' in points (x 100), bold where the interval excludes 0."""
+def interval_cell(mean: float, low: float, high: float, n: int, digits: int = 1) -> str:
+    """'+2.0 [+1.8, +2.2] (n=3)' in points (x 100) with `digits` decimals, bold where the interval excludes 0."""
     if n < 2:
-        return f"{100 * mean:+.1f} (n=1, no interval)"
+        return f"{100 * mean:+.{digits}f} (n=1, no interval)"
     real = "**" if low > 0 or high < 0 else ""
-    return f"{real}{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]{real} (n={n})"
+    return f"{real}{100 * mean:+.{digits}f} [{100 * low:+.{digits}f}, {100 * high:+.{digits}f}]{real} (n={n})"
