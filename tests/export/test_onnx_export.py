@@ -18,9 +18,9 @@ from yoloq.export.command import grid_images
 from yoloq.export.onnx_export import ExportOptions, deploy_form, export_onnx
 from yoloq.export.onnx_model import OnnxModel, read_metadata
 from yoloq.export.output_check import compare_outputs
-from yoloq.export.qdq import QDQActivation, QDQConv2d, QDQConvTranspose2d, to_qdq
+from yoloq.export.qdq import QDQActivation, QDQConv2d, QDQConvTranspose2d, is_image_grid, to_qdq
 from yoloq.models.build import build_model, high_precision_layers, hyperparameters
-from yoloq.quant import QuantConfig, quantize_model
+from yoloq.quant import LSQQuantizer, QuantConfig, quantize_model
 
 IMGSZ = 64
 NAMES = ("circle", "square", "star")
@@ -220,6 +220,20 @@ def test_tensorrt_graph_is_plain_int8_qdq(tmp_path):
 
 def quantize_model_input_grid(model):
     model.model[0].conv.act_quantizer.fix_scale(1 / 255, signed=False)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_image_grid_is_recognised_only_while_it_is_the_image_grid(asymmetric):
+    q = LSQQuantizer(8, signed=None if not asymmetric else False, asymmetric=asymmetric,
+                     integer_zero_point=asymmetric)
+    q.fix_scale(1 / 255, signed=False)
+    assert is_image_grid(q)  # TensorRT drops its QDQ pair: exact on images
+    with torch.no_grad():
+        if asymmetric:
+            q.offset.fill_(-2 / 255)  # zero point 2: no longer the image's grid
+        else:
+            q.scale.fill_(2 / 255)
+    assert not is_image_grid(q)
 
 
 def test_tensorrt_refuses_low_bit_and_unsigned_activations(tmp_path):

@@ -72,7 +72,8 @@ class DequantizeWeight(torch.autograd.Function):
 
 def is_image_grid(q: LSQQuantizer) -> bool:
     """The stem's fixed 8-bit unsigned grid of the image (1/255): exact on images, whose values are k/255."""
-    return (q.bits == 8 and q.qn == 0 and q.offset is None and q.scale.numel() == 1
+    return (q.bits == 8 and q.qn == 0 and q.scale.numel() == 1
+            and (q.offset is None or not bool(q.offset.detach().any()))  # an asymmetric one fixed at offset 0
             and math.isclose(float(q.scale.detach()), IMAGE_GRID, rel_tol=1e-6))
 
 

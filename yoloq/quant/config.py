@@ -52,7 +52,8 @@ class QuantConfig:
     first_last_bits is used for the high-precision layers (None: the same as w_bits/a_bits).
     input_grid: an activation quantizer of 8 or more bits whose calibration inputs all lie on the 8-bit image
     grid k/255 in [0, 1] (the stem conv's input: uint8 images / 255) keeps that grid, unsigned with the fixed
-    scale 1/255: exact, nothing to learn, and the stem needs no input gradient.
+    scale 1/255 (asymmetric grids too, with the offset fixed at 0): exact, nothing to learn, and the stem needs no
+    input gradient.
     """
 
     w_bits: int = 4

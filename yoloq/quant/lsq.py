@@ -154,12 +154,16 @@ class LSQQuantizer(nn.Module):
     @torch.no_grad()
     def fix_scale(self, scale: float, signed: bool) -> None:
         """A grid that is known, not learned: the scale stays `scale` and gets no gradient (e.g. the 8-bit image
-        grid 1/255, on which the stem's 8-bit quantizer is exact)."""
-        if self.asymmetric or self.per_channel:
-            raise ValueError("fix_scale takes a symmetric, per-tensor quantizer")
+        grid 1/255, on which the stem's 8-bit quantizer is exact). An asymmetric grid's offset stays 0 (zero point
+        0), without gradient too, so that its input needs no gradient either."""
+        if self.per_channel:
+            raise ValueError("fix_scale takes a per-tensor quantizer")
         self.set_signed(signed)
         self.scale.fill_(scale)
         self.scale.requires_grad_(False)
+        if self.offset is not None:
+            self.offset.zero_()
+            self.offset.requires_grad_(False)
         self.initialized.fill_(True)
         self._refresh_cache()
 

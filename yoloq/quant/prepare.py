@@ -112,8 +112,9 @@ def calibrate(
     Weight quantizers are initialised from their weights first, so that activation statistics
     are those of the quantized-weight model. Activation quantizers then observe the model run
     in eval mode without gradients on every batch (forward(model, batch), default model(batch))
-    and afterwards decide their sign (auto) and scale/offset. With input_grid, a symmetric quantizer of
-    8 or more bits that saw only 8-bit image values (k/255) gets that grid, fixed (QuantConfig.input_grid).
+    and afterwards decide their sign (auto) and scale/offset. With input_grid, a per-tensor quantizer of
+    8 or more bits that saw only 8-bit image values (k/255) gets that grid, fixed (QuantConfig.input_grid; an
+    asymmetric one with its offset fixed at 0).
     The train/eval flag of every module is restored.
     """
     weight_quantizers = set()
@@ -145,7 +146,7 @@ def calibrate(
     for (name, q), observer in zip(observed, observers):
         if observer.empty:
             unseen.append(name)
-        elif input_grid and q.bits >= 8 and not (q.asymmetric or q.per_channel) and observer.on_grid(IMAGE_LEVELS):
+        elif input_grid and q.bits >= 8 and not q.per_channel and observer.on_grid(IMAGE_LEVELS):
             q.fix_scale(1.0 / IMAGE_LEVELS, signed=False)
         else:
             q.init_from_observer(observer)
