@@ -167,6 +167,19 @@ def test_a_checkpoint_with_other_quantizer_groups_is_refused_clearly():
                 progress=False, state=state)
 
 
+def test_a_checkpoint_that_trained_other_parameters_is_refused_clearly():
+    """A state whose optimizer trained a parameter that is fixed now (here a scale) would make torch stop with a
+    traceback in Optimizer.load_state_dict."""
+    model = build_model("yolov5n.yaml", ("a", "b"))
+    quantize_model(model, QuantConfig(w_bits=4, a_bits=4), [torch.rand(1, 3, 64, 64)])
+    state = Trainer("t", model, fake_batches(1), no_eval, Recipe(epochs=1), torch.device("cpu"),
+                    progress=False).state_dict()
+    model.model[0].conv.act_quantizer.scale.requires_grad_(False)
+    with pytest.raises(UserError, match=r"Adam trains \[\d+\] parameters per group, this stage \[\d+\]: .*another"):
+        Trainer("t", model, fake_batches(1), no_eval, Recipe(epochs=1), torch.device("cpu"), progress=False,
+                state=state)
+
+
 def test_a_checkpoint_of_another_batch_is_refused_clearly():
     """Resuming with another batch would continue mid-epoch at a batch index of a different loader."""
     model = build_model("yolov5n.yaml", ("a", "b"))

@@ -142,6 +142,12 @@ class Trainer:
                 raise UserError(f"{self.name}: the checkpoint's {type(opt).__name__} has {len(opt_state['param_groups'])} "
                                 f"parameter group(s), this stage {len(opt.param_groups)} (trainer.qat.act_quant_lr "
                                 "set on one side only?): resume with the run's own settings or start a new run")
+            sizes = [len(g["params"]) for g in opt_state["param_groups"]]
+            ours = [len(g["params"]) for g in opt.param_groups]
+            if sizes != ours:  # e.g. a quantizer that trained then is fixed now: torch would stop with a traceback
+                raise UserError(f"{self.name}: the checkpoint's {type(opt).__name__} trains {sizes} parameters per "
+                                f"group, this stage {ours}: it was written by another configuration or yoloq "
+                                "version; resume with the run's own settings and version or start a new run")
         nb = state.get("batches_per_epoch")  # absent in checkpoints written before it was recorded
         if nb is not None and nb != len(self.loader):
             raise UserError(f"{self.name}: the checkpoint was written with {nb} batches an epoch, this stage has "
