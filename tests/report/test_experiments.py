@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from yoloq.config import CONF_DIR, group_choices, validate
 
-GRID = ["paper_grid", "qc_ablation", "first_last_low", "per_channel_weights", "other_models"]
+GRID = ["paper_grid", "paper_grid_asym", "qc_ablation", "first_last_low", "per_channel_weights", "other_models"]
 
 
 def compose_sweep_job(overrides: list[str]):
@@ -42,3 +42,13 @@ def test_qc_variants_are_table_7():
                                                for sc, sh in ((True, False), (False, True), (True, True)))
     swept = compose_sweep_job(["experiment=qc_ablation"]).hydra.sweeper.params["+qc_variant"].split(",")
     assert sorted(swept) == sorted(set(variants) - {"per_channel"})  # per-channel both: the grid run's own QC
+
+
+def test_the_asymmetric_grid_differs_from_the_paper_grid_only_in_its_activations():
+    signed, asym = (compose_sweep_job([f"experiment={e}", "method=ema_qc", "bits=3", "seed=1"])
+                    for e in ("paper_grid", "paper_grid_asym"))
+    assert (asym.quant.act_asymmetric, asym.quant.act_zero_point) == (True, "integer")
+    assert not signed.quant.act_asymmetric
+    plain = lambda value: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value  # noqa: E731
+    for key in ("trainer", "method", "eval", "export", "w_bits", "a_bits", "seed"):
+        assert plain(asym[key]) == plain(signed[key]), key
