@@ -72,3 +72,20 @@ def test_a_report_without_claims_data_has_no_claims_table(tmp_path):
     (tmp_path / "mixed" / "config.yaml").write_text("seed: 0\nquant:\n  layer_bits: {layers: {}}\n")
     write_report(collect([tmp_path / "mixed"]), tmp_path / "out")
     assert "paper's claim" not in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_claims_are_checked_within_each_activation_grid(tmp_path):
+    """Signed and asymmetric runs side by side: each claim per grid, on that grid's rows only."""
+    for s in (0, 1, 2):
+        fake_run(tmp_path / f"lsq{s}", "lsq", 3, s, 0.30 + 0.01 * s)  # signed LSQ far below: never EMA's baseline
+        for name, method, qat in ((f"alsq{s}", "lsq", 0.50), (f"aema{s}", "ema_qc", 0.52)):
+            fake_run(tmp_path / name, method, 3, s, qat + 0.01 * s, qat + 0.01 * s + 0.005 if "qc" in method else None)
+            (tmp_path / name / "config.yaml").write_text(
+                f"seed: {s}\nquant:\n  act_asymmetric: true\n  act_zero_point: integer\n")
+    entries = [e for e in check(collect(sorted(tmp_path.iterdir()))) if e["bits"]]
+    ema = [e for e in entries if e["claim"].text == "EMA beats LSQ"]
+    assert len(ema) == 1 and ema[0]["terms"] == (("ema asym int-zp", 1), ("lsq asym int-zp", -1))
+    assert abs(ema[0]["mean"] - 0.02) < 1e-9 and ema[0]["n"] == 3
+    qc = [e for e in entries if e["claim"].text == "QC helps ema"]
+    assert len(qc) == 1 and abs(qc[0]["mean"] - 0.005) < 1e-9
+    assert "| ema asym int-zp − lsq asym int-zp | W3A3 |" in claims_table(collect(sorted(tmp_path.iterdir())))

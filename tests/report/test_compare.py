@@ -197,3 +197,28 @@ def test_borrowed_qat_rows_count_once_when_their_source_is_not_collected(tmp_pat
     ema = sorted((r["seed"], r["mAP50-95"]) for r in rows if r["label"] == "ema")
     assert ema == [(0, 0.50), (1, 0.55)]
     assert len([r for r in rows if r["label"] == "ema+QC"]) == 4  # every variant's own QC row stays
+
+
+def _on_asym_grid(run: Path, seed: int) -> None:
+    (run / "config.yaml").write_text(f"seed: {seed}\nquant:\n  act_asymmetric: true\n  act_zero_point: integer\n")
+
+
+def test_methods_on_asymmetric_activations_are_paired_with_lsq_on_their_own_grid(tmp_path):
+    """A grid such as experiment=paper_grid_asym: EMA is compared with LSQ on the same activations, not with the
+    signed LSQ (which would credit EMA with what the grid gains); that grid's LSQ is compared with the signed one."""
+    from yoloq.report.compare import on_grid, paired_differences, paired_table
+
+    for seed in (0, 1, 2):
+        fake_run(tmp_path / f"lsq{seed}", "lsq", 3, seed, 0.30 + 0.01 * seed)
+        fake_run(tmp_path / f"alsq{seed}", "lsq_qc", 3, seed, 0.50 + 0.01 * seed, 0.51 + 0.01 * seed)
+        fake_run(tmp_path / f"aema{seed}", "ema", 3, seed, 0.49 + 0.01 * seed)
+        for name in (f"alsq{seed}", f"aema{seed}"):
+            _on_asym_grid(tmp_path / name, seed)
+    diffs = {d["method"]: d for d in paired_differences(collect(sorted(tmp_path.iterdir())))}
+    assert (diffs["ema asym int-zp"]["baseline"], round(diffs["ema asym int-zp"]["mean_diff"], 9)) == (
+        "lsq asym int-zp", -0.01)
+    assert (diffs["lsq asym int-zp"]["baseline"], round(diffs["lsq asym int-zp"]["mean_diff"], 9)) == ("lsq", 0.2)
+    assert diffs["lsq asym int-zp+QC"]["baseline"] == "lsq asym int-zp"
+    assert "against `lsq asym int-zp` (its own grid)" in paired_table(collect(sorted(tmp_path.iterdir())))
+    assert [on_grid(label, " asym") for label in ("ema", "ema+QC[per-tensor]", "ema* soft", "ema pc-W+QC")] == [
+        "ema asym", "ema asym+QC[per-tensor]", "ema* asym soft", "ema pc-W asym+QC"]

@@ -8,13 +8,15 @@ LEVEL points below which a gap counts as level:
 - a claim that A is at least as good as B is *reproduced* when the interval lies above -LEVEL, and *not
   reproduced* when it lies below 0;
 - anything else is *unclear at n seeds*, and so is one seed (no interval). A claim without runs is listed as
-  not measured, with the experiment file that measures it."""
+  not measured, with the experiment file that measures it.
+Each claim is checked on every activation grid the runs trained on, within that grid (`ema asym int-zp - lsq asym
+int-zp`), never across grids."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from yoloq.report.compare import _by_seed, grid
+from yoloq.report.compare import _by_seed, activation_grid, grid, on_grid
 from yoloq.report.stats import mean_interval
 
 LEVEL = 0.005  # half a mAP point: below the seed spread of every cell measured so far
@@ -63,29 +65,33 @@ def verdict(low: float, high: float, n: int, strict: bool) -> str:
 
 
 def check(rows: list[dict], metric: str = "mAP50-95") -> list[dict]:
-    """One entry per claim and bit width the runs measure; a claim no run measures gets one `bits=None` entry."""
+    """One entry per claim, activation grid and bit width the runs measure, with the claim's terms on that grid;
+    a claim no run measures gets one `bits=None` entry."""
     by_seed = _by_seed(rows, metric)
-    _, _, all_bits, _ = grid(rows, metric)
+    _, labels, all_bits, _ = grid(rows, metric)
+    act_grids = sorted({activation_grid(label) for label in labels})  # '' (signed) first
     out = []
     for claim in CLAIMS:
         found = False
-        for bits in all_bits:
-            cells = [by_seed.get((label, bits), {}) for label, _ in claim.terms]
-            seeds = sorted(set.intersection(*(set(c) for c in cells)))
-            if not seeds:
-                continue
-            found = True
-            diffs = [sum(sign * c[s] for (_, sign), c in zip(claim.terms, cells)) for s in seeds]
-            mean, low, high = mean_interval(diffs)
-            out.append({"claim": claim, "bits": bits, "n": len(seeds), "mean": mean, "low": low, "high": high,
-                        "verdict": verdict(low, high, len(seeds), claim.strict)})
+        for act in act_grids:
+            terms = tuple((on_grid(label, act), sign) for label, sign in claim.terms)
+            for bits in all_bits:
+                cells = [by_seed.get((label, bits), {}) for label, _ in terms]
+                seeds = sorted(set.intersection(*(set(c) for c in cells)))
+                if not seeds:
+                    continue
+                found = True
+                diffs = [sum(sign * c[s] for (_, sign), c in zip(terms, cells)) for s in seeds]
+                mean, low, high = mean_interval(diffs)
+                out.append({"claim": claim, "terms": terms, "bits": bits, "n": len(seeds), "mean": mean, "low": low,
+                            "high": high, "verdict": verdict(low, high, len(seeds), claim.strict)})
         if not found:
-            out.append({"claim": claim, "bits": None, "n": 0, "verdict": "not measured"})
+            out.append({"claim": claim, "terms": claim.terms, "bits": None, "n": 0, "verdict": "not measured"})
     return out
 
 
-def _expression(claim: Claim) -> str:
-    text = " ".join(f"{'+' if sign > 0 else '-'} {label}" for label, sign in claim.terms).removeprefix("+ ")
+def _expression(terms: tuple[tuple[str, int], ...]) -> str:
+    text = " ".join(f"{'+' if sign > 0 else '-'} {label}" for label, sign in terms).removeprefix("+ ")
     return text.replace("- ", "− ")
 
 
@@ -105,7 +111,7 @@ def claims_table(rows: list[dict], metric: str = "mAP50-95") -> str:
             ours = f"{100 * e['mean']:+.1f} (n=1)"
         else:
             ours = f"{100 * e['mean']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] (n={e['n']})"
-        lines.append(f"| {c.text} | {c.source} | {_expression(c)} | {e['bits'] or ''} | {ours} | {e['verdict']} |")
+        lines.append(f"| {c.text} | {c.source} | {_expression(e['terms'])} | {e['bits'] or ''} | {ours} | {e['verdict']} |")
     note = (f"\n\n{metric} x 100. Verdicts from the 95% interval (Student's t over the per-seed values), with gaps "
             f"under {100 * LEVEL:.1f} points counted as level: 'A beats B' is reproduced when the interval lies "
             f"above 0 (noted when it also lies below +{100 * LEVEL:.1f}) and not reproduced when it lies below "

@@ -5,9 +5,10 @@ two rows: its QAT stage under the base method's name and its folded QC stage as 
 `ema+QC[per-tensor]`). A `qat_from` run's QAT and soft rows are its source run's model: they count once, and only
 where no run of the collection trained that method, bits and seed itself (e.g. the source is not among the runs).
 
-Below the table, each method against LSQ paired on the seeds both ran: the mean difference with its 95%
-confidence interval (Student's t over the per-seed differences) and the number of seeds, so a reader sees
-which gaps are larger than the seed-to-seed noise. Pairing removes what the seeds share (the data order, the
+Below the table, each method against LSQ paired on the seeds both ran (LSQ on the method's own activation grid:
+runs on asymmetric activations are labelled ` asym` and never paired with signed-grid methods): the mean
+difference with its 95% confidence interval (Student's t over the per-seed differences) and the number of seeds,
+so a reader sees which gaps are larger than the seed-to-seed noise. Pairing removes what the seeds share (the data order, the
 calibration batches), which is most of the spread."""
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ def _variant(cfg) -> str:
         "act_asymmetric") else ""
     return ("*" if quant.get("first_last_bits", 8) is None else "") + (" pc-W" if quant.get("per_channel") else "") + (
         asym) + (" mixed" if quant.get("layer_bits") else "")
+
+
+ACT_GRIDS = (" asym int-zp", " asym")  # the label parts _variant gives asymmetric activations, longest first
+
+
+def activation_grid(label: str) -> str:
+    """A label's activation grid as _variant wrote it ('' for the paper's signed grid)."""
+    return next((g for g in ACT_GRIDS if g in label), "")
+
+
+def on_grid(label: str, act_grid: str) -> str:
+    """A signed-grid label moved to another activation grid, where _variant puts it: before ` soft` or `+QC`
+    (`ema+QC` -> `ema asym int-zp+QC`), after `*` and ` pc-W`."""
+    cut = min((i for i in (label.find("+QC"), label.find(" soft")) if i >= 0), default=len(label))
+    return label[:cut] + act_grid + label[cut:]
 
 
 def _qc_variant(cfg) -> str:
@@ -139,12 +155,20 @@ def _paired(by_seed: dict, method: str, baseline: str, bits: str) -> dict | None
             "mean_diff": mean, "ci_low": low, "ci_high": high}
 
 
+def _baseline_of(label: str, baseline: str) -> str:
+    """The baseline on the label's own activation grid, so that methods are compared where they trained
+    (`ema asym` against `lsq asym`); the baseline itself on another grid is compared with the signed one."""
+    own = on_grid(baseline, activation_grid(label))
+    return own if label != own else baseline
+
+
 def paired_differences(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> list[dict]:
-    """Each method minus the baseline at the same bit width, over the seeds both ran: n, the mean difference
-    and its 95% confidence interval (t with n - 1 degrees of freedom; none for one seed)."""
+    """Each method minus the baseline (on the method's activation grid) at the same bit width, over the seeds both
+    ran: n, the mean difference and its 95% confidence interval (t with n - 1 degrees of freedom; none for one
+    seed)."""
     by_seed = _by_seed(rows, metric)
     _, labels, bits, _ = grid(rows, metric)
-    pairs = (_paired(by_seed, m, baseline, b) for b in bits for m in labels if m != baseline)
+    pairs = (_paired(by_seed, m, _baseline_of(m, baseline), b) for b in bits for m in labels if m != baseline)
     return [p for p in pairs if p is not None]
 
 
@@ -171,10 +195,14 @@ def _differences_table(diffs: list[dict], header: str, note: str) -> str:
 
 def paired_table(rows: list[dict], metric: str = "mAP50-95", baseline: str = "lsq") -> str:
     """Methods x bits: the paired difference to the baseline, or '' where there is nothing to pair."""
+    diffs = paired_differences(rows, metric, baseline)
+    act = next((activation_grid(d["method"]) for d in diffs if activation_grid(d["method"])), "")
+    grids = (f"; a row on asymmetric activations against `{on_grid(baseline, act)}` (its own grid), and "
+             f"`{on_grid(baseline, act)}` against the signed `{baseline}`" if act else "")
     return _differences_table(
-        paired_differences(rows, metric, baseline), f"vs {baseline}, paired",
+        diffs, f"vs {baseline}, paired",
         f"{metric} x 100: mean of the per-seed differences to {baseline} on the seeds both ran, [95% confidence "
-        "interval, Student's t], n seeds; in bold where the interval excludes 0")
+        f"interval, Student's t], n seeds; in bold where the interval excludes 0{grids}")
 
 
 def qc_gain_table(rows: list[dict], metric: str = "mAP50-95") -> str:
