@@ -220,5 +220,8 @@ def test_methods_on_asymmetric_activations_are_paired_with_lsq_on_their_own_grid
     assert (diffs["lsq asym int-zp"]["baseline"], round(diffs["lsq asym int-zp"]["mean_diff"], 9)) == ("lsq", 0.2)
     assert diffs["lsq asym int-zp+QC"]["baseline"] == "lsq asym int-zp"
     assert "against `lsq asym int-zp` (its own grid)" in paired_table(collect(sorted(tmp_path.iterdir())))
+    rows_in_table = [line.split(" | ")[0].lstrip("| ") for line in markdown_table(collect(sorted(tmp_path.iterdir())))
+                     .splitlines()[2:] if line.startswith("| ")]
+    assert rows_in_table == ["lsq", "lsq asym int-zp", "lsq asym int-zp+QC", "ema asym int-zp"]  # paper order, grid
     assert [on_grid(label, " asym") for label in ("ema", "ema+QC[per-tensor]", "ema* soft", "ema pc-W+QC")] == [
         "ema asym", "ema asym+QC[per-tensor]", "ema* asym soft", "ema pc-W asym+QC"]

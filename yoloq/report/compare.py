@@ -120,8 +120,10 @@ def grid(rows: list[dict], metric: str = "mAP50-95"):
             cells[(r["label"], r["bits"])].append(r[metric])
     fp = sorted({r[metric] for r in rows if r["label"] == "FP"})
     bits = sorted({b for _, b in cells}, key=lambda b: -int(b[1:b.index("A")]))
-    labels = [m for m in ORDER if any((m, b) in cells for b in bits)]
-    labels += sorted({m for m, _ in cells} - set(labels))
+    present = {m for m, _ in cells}
+    act_grids = sorted({activation_grid(m) for m in present})  # the signed grid ('') first
+    labels = [on_grid(m, g) for g in act_grids for m in ORDER if on_grid(m, g) in present]
+    labels += sorted(present - set(labels))
     return dict(cells), labels, bits, fp
 
 
