@@ -8,8 +8,8 @@ where no run of the collection trained that method, bits and seed itself (e.g. t
 Below the table, each method against LSQ paired on the seeds both ran (LSQ on the method's own activation grid:
 runs on asymmetric activations are labelled ` asym` and never paired with signed-grid methods): the mean
 difference with its 95% confidence interval (Student's t over the per-seed differences) and the number of seeds,
-so a reader sees which gaps are larger than the seed-to-seed noise. Pairing removes what the seeds share (the data order, the
-calibration batches), which is most of the spread."""
+so a reader sees which gaps are larger than the seed-to-seed noise. Pairing removes what the seeds share (the data
+order, the calibration batches), which is most of the spread."""
 
 from __future__ import annotations
 
