@@ -5,11 +5,11 @@ two rows: its QAT stage under the base method's name and its folded QC stage as 
 `ema+QC[per-tensor]`). A `qat_from` run's QAT and soft rows are its source run's model: they count once, and only
 where no run of the collection trained that method, bits and seed itself (e.g. the source is not among the runs).
 
-Below the table, each method against LSQ paired on the seeds both ran (LSQ on the method's own activation grid:
-runs on asymmetric activations are labelled ` asym` and never paired with signed-grid methods): the mean
-difference with its 95% confidence interval (Student's t over the per-seed differences) and the number of seeds,
-so a reader sees which gaps are larger than the seed-to-seed noise. Pairing removes what the seeds share (the data
-order, the calibration batches), which is most of the spread."""
+Below the table, each method against LSQ paired on the seeds both ran (LSQ on the method's own activation grid,
+` asym` in the labels, so that no method is credited with what its grid gains; that grid's LSQ against the signed
+LSQ): the mean difference with its 95% confidence interval (Student's t over the per-seed differences) and the
+number of seeds, so a reader sees which gaps are larger than the seed-to-seed noise. Pairing removes what the
+seeds share (the data order, the calibration batches), which is most of the spread."""
 
 from __future__ import annotations
 
