@@ -111,7 +111,8 @@ def claims_table(rows: list[dict], metric: str = "mAP50-95") -> str:
             ours = f"{100 * e['mean']:+.1f} (n=1)"
         else:
             ours = f"{100 * e['mean']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}] (n={e['n']})"
-        lines.append(f"| {c.text} | {c.source} | {_expression(e['terms'])} | {e['bits'] or ''} | {ours} | {e['verdict']} |")
+        lines.append(f"| {c.text} | {c.source} | {_expression(e['terms'])} | {e['bits'] or ''} | {ours} "
+                     f"| {e['verdict']} |")
     note = (f"\n\n{metric} x 100. Verdicts from the 95% interval (Student's t over the per-seed values), with gaps "
             f"under {100 * LEVEL:.1f} points counted as level: 'A beats B' is reproduced when the interval lies "
             f"above 0 (noted when it also lies below +{100 * LEVEL:.1f}) and not reproduced when it lies below "
