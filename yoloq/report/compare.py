@@ -30,19 +30,19 @@ METRICS = ("mAP50-95", "mAP50", "mask_mAP50-95", "mask_mAP50")  # box, and mask 
 ORDER = ["lsq", "lsq+QC", "dampen", "dampen+QC", "freeze", "freeze+QC", "ema", "ema+QC"]  # then the variants
 
 
+ASYM, ASYM_INT_ZP = " asym", " asym int-zp"  # the label parts of asymmetric activations (float / integer zero point)
+ACT_GRIDS = (ASYM_INT_ZP, ASYM)  # longest first, for activation_grid
+
+
 def _variant(cfg) -> str:
     """What sets a run apart from the paper's default layout, appended to its method's label: `*` for first and
     last layers at the run's bits too (paper Table 4), ` pc-W` for per-channel weight scales, ` asym` for asymmetric
     activations (` asym int-zp` on integer zero points), ` mixed` for a per-layer plan (quant.layer_bits: its own
     column would mislead, see report/frontier.py)."""
     quant = cfg.get("quant", {})
-    asym = (" asym" + (" int-zp" if quant.get("act_zero_point") == "integer" else "")) if quant.get(
-        "act_asymmetric") else ""
+    asym = (ASYM_INT_ZP if quant.get("act_zero_point") == "integer" else ASYM) if quant.get("act_asymmetric") else ""
     return ("*" if quant.get("first_last_bits", 8) is None else "") + (" pc-W" if quant.get("per_channel") else "") + (
         asym) + (" mixed" if quant.get("layer_bits") else "")
-
-
-ACT_GRIDS = (" asym int-zp", " asym")  # the label parts _variant gives asymmetric activations, longest first
 
 
 def activation_grid(label: str) -> str:
