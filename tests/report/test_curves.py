@@ -38,3 +38,13 @@ def test_no_curves_no_plot(tmp_path):
     fake_run(tmp_path / "a", "lsq", 4, 0, 0.4)
     write_report(collect([tmp_path / "a"]), tmp_path / "out")
     assert not (tmp_path / "out" / "curves.png").exists()
+
+
+def test_curves_rows_follow_the_main_table(tmp_path):
+    # Paper order (LSQ before EMA), widest bits first, as in the report's main table; not alphabetical.
+    for name, method, bits in (("a", "ema", 3), ("b", "lsq", 3), ("c", "lsq", 4), ("d", "dampen", 3)):
+        fake_run(tmp_path / name, method, bits, 0, 0.5)
+        log_epochs(tmp_path / name, {2: 0.4, 4: 0.5})
+    rows = [line.split(" | ")[:2] for line in curves_table(collect_curves(sorted(tmp_path.iterdir()))).splitlines()
+            if line.startswith("| ") and "W" in line.split(" | ")[1]]
+    assert rows == [["| lsq", "W4A4"], ["| lsq", "W3A3"], ["| dampen", "W3A3"], ["| ema", "W3A3"]]

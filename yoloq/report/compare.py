@@ -119,12 +119,21 @@ def grid(rows: list[dict], metric: str = "mAP50-95"):
         if r["label"] != "FP":
             cells[(r["label"], r["bits"])].append(r[metric])
     fp = sorted({r[metric] for r in rows if r["label"] == "FP"})
-    bits = sorted({b for _, b in cells}, key=lambda b: -int(b[1:b.index("A")]))
-    present = {m for m, _ in cells}
+    return dict(cells), paper_order(m for m, _ in cells), bits_order(b for _, b in cells), fp
+
+
+def paper_order(labels) -> list[str]:
+    """Distinct labels in the paper's order (ORDER on each activation grid, the signed grid first), then the
+    variants alphabetically: every table and chart of a report lists its methods the same way."""
+    present = set(labels)
     act_grids = sorted({activation_grid(m) for m in present})  # the signed grid ('') first
-    labels = [on_grid(m, g) for g in act_grids for m in ORDER if on_grid(m, g) in present]
-    labels += sorted(present - set(labels))
-    return dict(cells), labels, bits, fp
+    ordered = [on_grid(m, g) for g in act_grids for m in ORDER if on_grid(m, g) in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def bits_order(bits) -> list[str]:
+    """Distinct bit widths ('W4A4', 'W3A3', ...), the widest weights first, as the paper's tables go."""
+    return sorted(set(bits), key=lambda b: -int(b[1:b.index("A")]))
 
 
 def markdown_table(rows: list[dict], metric: str = "mAP50-95") -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from yoloq.report.compare import qat_label
+from yoloq.report.compare import bits_order, paper_order, qat_label
 
 
 def qat_points(run: Path, metric: str = "mAP50-95") -> dict[int, float]:
@@ -51,7 +51,10 @@ def curves_table(curves: dict, metric: str = "mAP50-95") -> str:
     epochs = sorted({e for points in curves.values() for e in points})
     lines = [f"| QAT {metric}, by epoch | bits | " + " | ".join(str(e) for e in epochs) + " |",
              "|---|---|" + "---|" * len(epochs)]
-    for (label, bits), points in sorted(curves.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    rows = [(label, b) for b in bits_order(b for _, b in curves) for label in paper_order(m for m, _ in curves)
+            if (label, b) in curves]  # the order of the report's main table
+    for label, bits in rows:
+        points = curves[(label, bits)]
         cells = []
         for e in epochs:
             v = points.get(e, [])
@@ -63,15 +66,16 @@ def curves_table(curves: dict, metric: str = "mAP50-95") -> str:
 
 def curves_figure(curves: dict, metric: str = "mAP50-95") -> Figure:
     """One panel per bit width: each method's mean curve, its seeds' min-max as a band."""
-    bits = sorted({b for _, b in curves}, key=lambda b: -int(b[1:b.index("A")]))
+    bits = bits_order(b for _, b in curves)
     fig = Figure(figsize=(5.5 * len(bits), 4))
     axes = np.atleast_1d(fig.subplots(1, len(bits), squeeze=False)[0])
-    labels = sorted({label for label, _ in curves})
+    labels = paper_order(label for label, _ in curves)
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per method in every panel
     for ax, b in zip(axes, bits):
-        for (label, bb), points in sorted(curves.items()):
-            if bb != b:
+        for label in labels:
+            if (label, b) not in curves:
                 continue
+            points = curves[(label, b)]
             epochs = list(points)
             values = [100 * np.asarray(points[e]) for e in epochs]
             ax.plot(epochs, [v.mean() for v in values], marker="o", ms=3, label=label, color=colors[label])
