@@ -225,3 +225,18 @@ def test_methods_on_asymmetric_activations_are_paired_with_lsq_on_their_own_grid
     assert rows_in_table == ["lsq", "lsq asym int-zp", "lsq asym int-zp+QC", "ema asym int-zp"]  # paper order, grid
     assert [on_grid(label, " asym") for label in ("ema", "ema+QC[per-tensor]", "ema* soft", "ema pc-W+QC")] == [
         "ema asym", "ema asym+QC[per-tensor]", "ema* asym soft", "ema pc-W asym+QC"]
+
+
+def test_paired_rows_follow_the_main_table_whichever_bits_a_method_ran_at(tmp_path):
+    # EMA ran at both widths, dampening at W3A3 only: dampening still comes first, as in the main table.
+    from yoloq.report.compare import paired_table
+
+    for seed in (0, 1):
+        fake_run(tmp_path / f"lsq4-{seed}", "lsq", 4, seed, 0.50)
+        fake_run(tmp_path / f"lsq3-{seed}", "lsq", 3, seed, 0.40)
+        fake_run(tmp_path / f"ema4-{seed}", "ema", 4, seed, 0.51)
+        fake_run(tmp_path / f"ema3-{seed}", "ema", 3, seed, 0.41)
+        fake_run(tmp_path / f"dampen3-{seed}", "dampen", 3, seed, 0.42)
+    lines = paired_table(collect(sorted(tmp_path.iterdir()))).splitlines()
+    assert lines[0] == "| vs lsq, paired | W4A4 | W3A3 |"
+    assert [line.split(" | ")[0] for line in lines[2:4]] == ["| dampen", "| ema"]

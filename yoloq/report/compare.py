@@ -195,8 +195,8 @@ def qc_gains(rows: list[dict], metric: str = "mAP50-95") -> list[dict]:
 def _differences_table(diffs: list[dict], header: str, note: str) -> str:
     if not diffs:
         return ""
-    bits = list(dict.fromkeys(d["bits"] for d in diffs))
-    methods = list(dict.fromkeys(d["method"] for d in diffs))
+    bits = bits_order(d["bits"] for d in diffs)
+    methods = paper_order(d["method"] for d in diffs)  # the main table's order, whichever bits a method ran at
     cell = {(d["method"], d["bits"]): interval_cell(d["mean_diff"], d["ci_low"], d["ci_high"], d["n"])
             for d in diffs}
     lines = [f"| {header} | {' | '.join(bits)} |", "|---|" + "---|" * len(bits)]
