@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from yoloq.report.compare import _by_seed, activation_grid, grid, on_grid
+from yoloq.report.compare import _by_seed, activation_grids, grid, on_grid
 from yoloq.report.stats import mean_interval
 
 LEVEL = 0.005  # half a mAP point: below the seed spread of every cell measured so far
@@ -69,11 +69,10 @@ def check(rows: list[dict], metric: str = "mAP50-95") -> list[dict]:
     a claim no run measures gets one `bits=None` entry."""
     by_seed = _by_seed(rows, metric)
     _, labels, all_bits, _ = grid(rows, metric)
-    act_grids = sorted({activation_grid(label) for label in labels})  # '' (signed) first
     out = []
     for claim in CLAIMS:
         found = False
-        for act in act_grids:
+        for act in activation_grids(labels):
             terms = tuple((on_grid(label, act), sign) for label, sign in claim.terms)
             for bits in all_bits:
                 cells = [by_seed.get((label, bits), {}) for label, _ in terms]

@@ -50,6 +50,11 @@ def activation_grid(label: str) -> str:
     return next((g for g in ACT_GRIDS if g in label), "")
 
 
+def activation_grids(labels) -> list[str]:
+    """The distinct activation grids of some labels, the paper's signed grid ('') first."""
+    return sorted({activation_grid(label) for label in labels})
+
+
 def on_grid(label: str, act_grid: str) -> str:
     """A signed-grid label moved to another activation grid, where _variant puts it: before ` soft` or `+QC`
     (`ema+QC` -> `ema asym int-zp+QC`), after `*` and ` pc-W`."""
@@ -126,8 +131,7 @@ def paper_order(labels) -> list[str]:
     """Distinct labels in the paper's order (ORDER on each activation grid, the signed grid first), then the
     variants alphabetically: every table and chart of a report lists its methods the same way."""
     present = set(labels)
-    act_grids = sorted({activation_grid(m) for m in present})  # the signed grid ('') first
-    ordered = [on_grid(m, g) for g in act_grids for m in ORDER if on_grid(m, g) in present]
+    ordered = [on_grid(m, g) for g in activation_grids(present) for m in ORDER if on_grid(m, g) in present]
     return ordered + sorted(present - set(ordered))
 
 
