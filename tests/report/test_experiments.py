@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from yoloq.config import CONF_DIR, group_choices, validate
 
-GRID = ["paper_grid", "paper_grid_asym", "qc_ablation", "first_last_low", "per_channel_weights", "other_models"]
+SIGNED = ["paper_grid", "qc_ablation", "first_last_low", "per_channel_weights"]
+GRID = SIGNED + [f"{e}_asym" for e in SIGNED] + ["other_models"]
 
 
 def compose_sweep_job(overrides: list[str]):
@@ -23,12 +24,15 @@ def test_every_experiment_composes_to_the_converged_recipe(experiment):
     assert cfg.hydra.sweep.dir == f"runs/{experiment}" and cfg.hydra.sweeper.params
 
 
-def test_qc_ablation_reads_the_grid_runs_of_its_seed():
-    grid = compose_sweep_job(["experiment=paper_grid", "method=ema_qc", "bits=4", "seed=2"])
+@pytest.mark.parametrize("grid_name", ["paper_grid", "paper_grid_asym"])
+def test_qc_ablation_reads_the_grid_runs_of_its_seed(grid_name):
+    suffix = grid_name.removeprefix("paper_grid")
+    grid = compose_sweep_job([f"experiment={grid_name}", "method=ema_qc", "bits=4", "seed=2"])
     subdir = OmegaConf.select(grid, "hydra.sweep.subdir")  # resolvable without a running Hydra job
-    assert f"{grid.hydra.sweep.dir}/{subdir}" == "runs/paper_grid/ema_qc-w4a4-s2"
-    ablation = compose_sweep_job(["experiment=qc_ablation", "seed=2", "+qc_variant=per_tensor_scale"])
-    assert ablation.qat_from == "runs/paper_grid/ema_qc-w4a4-s2" and ablation.method.name == "ema_qc"
+    assert f"{grid.hydra.sweep.dir}/{subdir}" == f"runs/{grid_name}/ema_qc-w4a4-s2"
+    ablation = compose_sweep_job([f"experiment=qc_ablation{suffix}", "seed=2", "+qc_variant=per_tensor_scale"])
+    assert ablation.qat_from == f"runs/{grid_name}/ema_qc-w4a4-s2" and ablation.method.name == "ema_qc"
+    assert ablation.quant == grid.quant  # else the run refuses the source model (qat_from checks the recipe)
     assert OmegaConf.to_container(ablation.method.qc) == {"enabled": True, "per_channel": False, "scale": True,
                                                           "shift": False}
 
@@ -44,11 +48,17 @@ def test_qc_variants_are_table_7():
     assert sorted(swept) == sorted(set(variants) - {"per_channel"})  # per-channel both: the grid run's own QC
 
 
-def test_the_asymmetric_grid_differs_from_the_paper_grid_only_in_its_activations():
+@pytest.mark.parametrize("experiment", SIGNED)
+def test_each_asymmetric_experiment_differs_from_its_signed_one_only_in_its_activations(experiment):
     signed, asym = (compose_sweep_job([f"experiment={e}", "method=ema_qc", "bits=3", "seed=1"])
-                    for e in ("paper_grid", "paper_grid_asym"))
+                    for e in (experiment, f"{experiment}_asym"))
     assert (asym.quant.act_asymmetric, asym.quant.act_zero_point) == (True, "integer")
     assert not signed.quant.act_asymmetric
     plain = lambda value: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value  # noqa: E731
-    for key in ("trainer", "method", "eval", "export", "w_bits", "a_bits", "seed"):
+    for key in ("trainer", "method", "eval", "export", "w_bits", "a_bits", "seed", "logger"):
         assert plain(asym[key]) == plain(signed[key]), key
+    swept = lambda cfg: {k: v for k, v in plain(cfg.hydra.sweeper.params).items()  # noqa: E731
+                         if experiment != "paper_grid" or k != "bits"}  # its sweep is W3A3 (see the file)
+    assert swept(asym) == swept(signed)
+    other = lambda q: {k: v for k, v in plain(q).items() if not k.startswith("act_")}  # noqa: E731
+    assert other(asym.quant) == other(signed.quant)
