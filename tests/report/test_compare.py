@@ -240,3 +240,15 @@ def test_paired_rows_follow_the_main_table_whichever_bits_a_method_ran_at(tmp_pa
     lines = paired_table(collect(sorted(tmp_path.iterdir()))).splitlines()
     assert lines[0] == "| vs lsq, paired | W4A4 | W3A3 |"
     assert [line.split(" | ")[0] for line in lines[2:4]] == ["| dampen", "| ema"]
+
+
+def test_variants_follow_their_own_grid_and_base_method():
+    """Soft, Table 7, `*` and pc-W rows sit under their activation grid's main rows, LSQ's before EMA's, so the
+    asymmetric grid reads as one block after the signed one (not one alphabetical tail for both)."""
+    from yoloq.report.compare import paper_order
+
+    labels = ["lsq soft", "ema*", "ema soft", "ema+QC[per-tensor]", "lsq", "ema", "dampen soft", "ema asym int-zp",
+              "lsq asym int-zp soft", "lsq asym int-zp", "freeze soft", "ema asym int-zp+QC[scale only]"]
+    assert paper_order(labels) == [
+        "lsq", "ema", "lsq soft", "dampen soft", "freeze soft", "ema soft", "ema*", "ema+QC[per-tensor]",
+        "lsq asym int-zp", "ema asym int-zp", "lsq asym int-zp soft", "ema asym int-zp+QC[scale only]"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -128,11 +129,20 @@ def grid(rows: list[dict], metric: str = "mAP50-95"):
 
 
 def paper_order(labels) -> list[str]:
-    """Distinct labels in the paper's order (ORDER on each activation grid, the signed grid first), then the
-    variants alphabetically: every table and chart of a report lists its methods the same way."""
+    """Distinct labels in the paper's order, one activation grid after another (the signed grid first): ORDER,
+    then that grid's variants (soft, Table 7, `*`, pc-W) by their base method in ORDER, alphabetically within
+    one. Every table and chart of a report lists its methods the same way."""
     present = set(labels)
-    ordered = [on_grid(m, g) for g in activation_grids(present) for m in ORDER if on_grid(m, g) in present]
-    return ordered + sorted(present - set(ordered))
+    bases = [m for m in ORDER if "+" not in m]
+    base_rank = lambda label: next((i for i, m in enumerate(bases) if re.match(rf"{m}\b", label)),  # noqa: E731
+                                   len(bases))
+    out = []
+    for g in activation_grids(present):
+        main = [on_grid(m, g) for m in ORDER if on_grid(m, g) in present]
+        variants = sorted((label for label in present if activation_grid(label) == g and label not in main),
+                          key=lambda label: (base_rank(label), label))
+        out += main + variants
+    return out
 
 
 def bits_order(bits) -> list[str]:
