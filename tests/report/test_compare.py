@@ -185,6 +185,31 @@ def test_variants_soft_rows_and_borrowed_qat_models_are_labelled_and_counted_onc
                                      ("lsq asym", 0.47), ("lsq asym int-zp", 0.46)])
 
 
+def test_qc_trained_otherwise_than_the_default_gets_its_own_row_and_gain(tmp_path):
+    """A QC stage with another learning rate, length or data share than trainer/default.yaml's is a variant of its
+    own (`ema+QC[lr 0.0001, 3 ep]`), paired with the QAT model it corrected; one at the defaults stays `ema+QC`."""
+    from yoloq.report.compare import qc_gains
+
+    for seed in (0, 1):
+        fake_run(tmp_path / f"src{seed}", "ema_qc", 4, seed, 0.50 + seed / 100, 0.51 + seed / 100)
+        (tmp_path / f"src{seed}" / "config.yaml").write_text(
+            f"seed: {seed}\ntrainer:\n  qc:\n    lr: 0.001\n    epochs: 1\n    fraction: 1.0\n")
+        fake_run(tmp_path / f"slow{seed}", "ema_qc", 4, seed, 0.50 + seed / 100, 0.53 + seed / 100)
+        (tmp_path / f"slow{seed}" / "config.yaml").write_text(
+            f"seed: {seed}\nqat_from: {tmp_path / f'src{seed}'}\ntrainer:\n  qc:\n    lr: 1.0e-4\n    epochs: 3\n")
+        fake_run(tmp_path / f"paper{seed}", "ema_qc", 4, seed, 0.50 + seed / 100, 0.49 + seed / 100)
+        (tmp_path / f"paper{seed}" / "config.yaml").write_text(
+            f"seed: {seed}\nqat_from: {tmp_path / f'src{seed}'}\nmethod:\n  qc:\n    per_channel: false\n"
+            "trainer:\n  qc:\n    fraction: 0.1\n")
+    rows = collect(sorted(tmp_path.iterdir()))
+    assert sorted({r["label"] for r in rows}) == ["FP", "ema", "ema+QC", "ema+QC[lr 0.0001, 3 ep]",
+                                                   "ema+QC[per-tensor, 10% data]"]
+    assert len([r for r in rows if r["label"] == "ema"]) == 2  # the borrowed QAT model counts once per seed
+    gains = {(g["method"], g["baseline"]): (g["n"], round(100 * g["mean_diff"], 6)) for g in qc_gains(rows)}
+    assert gains == {("ema+QC", "ema"): (2, 1.0), ("ema+QC[lr 0.0001, 3 ep]", "ema"): (2, 3.0),
+                     ("ema+QC[per-tensor, 10% data]", "ema"): (2, -1.0)}
+
+
 def test_borrowed_qat_rows_count_once_when_their_source_is_not_collected(tmp_path):
     """QC variants trained from another run's QAT model (qat_from) stand in for that model when the source run is
     not among the folders, once per source: five variants of one model are one seed of `ema`, not five."""

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from yoloq.config import CONF_DIR, group_choices, validate
 
 SIGNED = ["paper_grid", "qc_ablation", "first_last_low", "per_channel_weights"]
-GRID = SIGNED + [f"{e}_asym" for e in SIGNED] + ["other_models"]
+GRID = SIGNED + [f"{e}_asym" for e in SIGNED] + ["qc_training_asym", "other_models"]
 
 
 def compose_sweep_job(overrides: list[str]):
@@ -35,6 +35,23 @@ def test_qc_ablation_reads_the_grid_runs_of_its_seed(grid_name):
     assert ablation.quant == grid.quant  # else the run refuses the source model (qat_from checks the recipe)
     assert OmegaConf.to_container(ablation.method.qc) == {"enabled": True, "per_channel": False, "scale": True,
                                                           "shift": False}
+
+
+def test_qc_training_asym_trains_the_default_qc_otherwise_on_qc_ablation_asyms_models():
+    """Only QC's learning rate (swept) or length (on the command line) differ from the grid run's own QC, on the
+    same QAT models as qc_ablation_asym; the report then labels them apart (report/compare.py, _qc_training)."""
+    ablation = compose_sweep_job(["experiment=qc_ablation_asym", "seed=1", "bits=3", "+qc_variant=per_channel"])
+    default = compose_sweep_job(["method=ema_qc"])
+    swept = compose_sweep_job(["experiment=qc_training_asym", "seed=1", "bits=3"]).hydra.sweeper.params
+    assert swept["+qc_variant"] == "per_channel" and swept["seed"] == "0,1,2"
+    lrs = [float(v) for v in swept["trainer.qc.lr"].split(",")]
+    assert lrs and default.trainer.qc.lr not in lrs
+    for lr in lrs:
+        run = compose_sweep_job(["experiment=qc_training_asym", "seed=1", "bits=3", "+qc_variant=per_channel",
+                                 f"trainer.qc.lr={lr}"])
+        assert run.qat_from == ablation.qat_from == "runs/paper_grid_asym/ema_qc-w3a3-s1"
+        assert run.quant == ablation.quant and run.method == ablation.method == default.method
+        assert OmegaConf.to_container(run.trainer.qc) == {**OmegaConf.to_container(default.trainer.qc), "lr": lr}
 
 
 def test_qc_variants_are_table_7():

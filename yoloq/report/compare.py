@@ -2,8 +2,9 @@
 widths, cells mAP@0.5:0.95 as mean ± std over seeds; also as CSV and a bar chart. A `_qc` run contributes
 two rows: its QAT stage under the base method's name and its folded QC stage as `<base>+QC`; a run with
 `eval.soft_round` adds `<base> soft`. Layout and QC variants are labelled (`ema*`, `lsq pc-W`,
-`ema+QC[per-tensor]`). A `qat_from` run's QAT and soft rows are its source run's model: they count once, and only
-where no run of the collection trained that method, bits and seed itself (e.g. the source is not among the runs).
+`ema+QC[per-tensor]`, a QC trained otherwise `ema+QC[lr 0.0001]`). A `qat_from` run's QAT and soft rows are its
+source run's model: they count once, and only where no run of the collection trained that method, bits and seed
+itself (e.g. the source is not among the runs).
 
 Below the table, each method against LSQ paired on the seeds both ran (LSQ on the method's own activation grid,
 ` asym` in the labels, so that no method is credited with what its grid gains; that grid's LSQ against the signed
@@ -24,6 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from yoloq.atomic import write_text_atomic
+from yoloq.config import CONF_DIR
 from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import method_comparison, save
 
@@ -63,11 +65,28 @@ def on_grid(label: str, act_grid: str) -> str:
     return label[:cut] + act_grid + label[cut:]
 
 
+def _qc_training(cfg) -> list[str]:
+    """How a run's QC stage trained where it differs from trainer/default.yaml's (the learning rate, the epochs,
+    the share of the training set): `lr 0.0001`, `3 ep`, `10% data`; runs that do not record it count as default."""
+    default = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").qc
+    qc = OmegaConf.select(cfg, "trainer.qc") or {}
+    parts = []
+    if qc.get("lr") is not None and float(qc.get("lr")) != float(default.lr):
+        parts.append(f"lr {float(qc.get('lr')):g}")
+    if qc.get("epochs") is not None and int(qc.get("epochs")) != int(default.epochs):
+        parts.append(f"{int(qc.get('epochs'))} ep")
+    if qc.get("fraction") is not None and float(qc.get("fraction")) != float(default.fraction):
+        parts.append(f"{100 * float(qc.get('fraction')):g}% data")
+    return parts
+
+
 def _qc_variant(cfg) -> str:
-    """A QC other than per-channel scale + shift (paper Table 7), e.g. `+QC[per-tensor, scale only]`."""
+    """A QC other than the default one, e.g. `+QC[per-tensor, scale only]` (paper Table 7) or `+QC[lr 0.0001]`:
+    what it learns (per-channel scale + shift by default), then how it trained (_qc_training)."""
     qc = OmegaConf.select(cfg, "method.qc") or {}
     parts = ([] if qc.get("per_channel", True) else ["per-tensor"]) + (
         ["scale only"] if not qc.get("shift", True) else ["shift only"] if not qc.get("scale", True) else [])
+    parts += _qc_training(cfg)
     return f"[{', '.join(parts)}]" if parts else ""
 
 
