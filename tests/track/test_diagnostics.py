@@ -133,3 +133,16 @@ def test_comparison_bars_are_the_means(tmp_path):
     assert heights[:2] == pytest.approx([51.0, 59.0])  # W4A4 bars: lsq, ema+QC
     assert heights[2] == pytest.approx(40.0) and np.isnan(heights[3])  # W3A3: lsq, none for ema+QC
     assert_png(plots.save(fig, tmp_path / "compare.png"))
+
+
+def test_comparison_labels_do_not_overlap_when_long():
+    labels = ["lsq asym int-zp", "lsq asym int-zp+QC", "ema asym int-zp+QC[per-tensor, scale only]",
+              "ema asym int-zp+QC[lr 0.0001]", "ema pc-W asym int-zp+QC", "ema* asym int-zp soft"]
+    cells = {(m, "W4A4"): [0.5] for m in labels}
+    fig = plots.method_comparison(cells, labels, ["W4A4"], [0.6])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].get_xticklabels()]
+    assert len(boxes) == len(labels)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

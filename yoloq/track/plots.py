@@ -121,7 +121,8 @@ def method_comparison(cells: dict[tuple[str, str], list[float]], labels: list[st
             ax.plot([xi] * len(v), v, "k.", ms=3)
     for v in fp:
         ax.axhline(100 * v, color="gray", ls="--", lw=1, label=f"FP {100 * v:.1f}")
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    upright = max(map(len, labels), default=0) > 10  # long variant labels (`ema asym int-zp+QC[3 ep]`) overlap flat
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=90 if upright else 0)
     finite = [100 * x for vs in cells.values() for x in vs]
     if finite:
         ax.set_ylim(max(0, min(finite) - 10), max(finite + [100 * v for v in fp]) + 3)
