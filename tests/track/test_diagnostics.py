@@ -136,12 +136,12 @@ def test_comparison_bars_are_the_means(tmp_path):
 
 
 def test_comparison_labels_do_not_overlap_when_long():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     labels = ["lsq asym int-zp", "lsq asym int-zp+QC", "ema asym int-zp+QC[per-tensor, scale only]",
               "ema asym int-zp+QC[lr 0.0001]", "ema pc-W asym int-zp+QC", "ema* asym int-zp soft"]
     cells = {(m, "W4A4"): [0.5] for m in labels}
     fig = plots.method_comparison(cells, labels, ["W4A4"], [0.6])
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     renderer = FigureCanvasAgg(fig).get_renderer()
     boxes = [t.get_window_extent(renderer) for t in fig.axes[0].get_xticklabels()]
     assert len(boxes) == len(labels)

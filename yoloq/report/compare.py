@@ -15,6 +15,7 @@ seeds share (the data order, the calibration batches), which is most of the spre
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -65,19 +66,21 @@ def on_grid(label: str, act_grid: str) -> str:
     return label[:cut] + act_grid + label[cut:]
 
 
+# How a QC stage trained, as trainer.qc keys: (key, the value as compared and shown, its label's format).
+QC_TRAINING = (("lr", float, "lr {:g}"), ("epochs", int, "{} ep"), ("fraction", lambda v: 100 * float(v), "{:g}% data"))
+
+
+@functools.cache
+def _default_qc_training() -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").qc)
+
+
 def _qc_training(cfg) -> list[str]:
     """How a run's QC stage trained where it differs from trainer/default.yaml's (the learning rate, the epochs,
     the share of the training set): `lr 0.0001`, `3 ep`, `10% data`; runs that do not record it count as default."""
-    default = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml").qc
-    qc = OmegaConf.select(cfg, "trainer.qc") or {}
-    parts = []
-    if qc.get("lr") is not None and float(qc.get("lr")) != float(default.lr):
-        parts.append(f"lr {float(qc.get('lr')):g}")
-    if qc.get("epochs") is not None and int(qc.get("epochs")) != int(default.epochs):
-        parts.append(f"{int(qc.get('epochs'))} ep")
-    if qc.get("fraction") is not None and float(qc.get("fraction")) != float(default.fraction):
-        parts.append(f"{100 * float(qc.get('fraction')):g}% data")
-    return parts
+    qc, default = OmegaConf.select(cfg, "trainer.qc") or {}, _default_qc_training()
+    return [label.format(as_value(qc.get(key))) for key, as_value, label in QC_TRAINING
+            if qc.get(key) is not None and as_value(qc.get(key)) != as_value(default[key])]
 
 
 def _qc_variant(cfg) -> str:
