@@ -6,19 +6,22 @@ from pathlib import Path
 import pytest
 
 from yoloq.cli import main as cli_main
-from yoloq.report.convergence import control_gaps, doublings, groups, run_row, write_convergence
+from yoloq.report.convergence import control_gaps, doublings, fp_doublings, groups, run_row, write_convergence
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def length_run(folder: Path, method: str, epochs: int, seed: int, final: float, curve: dict[int, float] | None = None,
                lr0: float = 0.01, eval_every: int = 2, qc_lr: float = 0.001, qat_from: str | None = None,
-               fp: float = 0.7, bits: int = 4):
+               fp: float = 0.7, bits: int = 4, fp_epochs: int | None = None, fp_seed: int = 0,
+               fp_lr0: float = 0.002):
     """A finished run folder as the trainer leaves it: config.yaml, results.json and metrics.jsonl."""
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(
         f"seed: {seed}\nmodel:\n  name: yolov7-tiny\n" + (f"qat_from: {qat_from}\n" if qat_from else "") +
-        f"trainer:\n  workers: {seed}\n  qat:\n    epochs: {epochs}\n    lr0: {lr0}\n    eval_every: {eval_every}\n"
+        f"trainer:\n  workers: {seed}\n" +
+        (f"  fp:\n    epochs: {fp_epochs}\n    seed: {fp_seed}\n    lr0: {fp_lr0}\n" if fp_epochs else "") +
+        f"  qat:\n    epochs: {epochs}\n    lr0: {lr0}\n    eval_every: {eval_every}\n"
         f"  qc:\n    lr: {qc_lr}\nmethod:\n  name: {method}\n  qc:\n    per_channel: {str(qc_lr > 0).lower()}\n"
         f"quant:\n  w_bits: {bits}\n  a_bits: {bits}\n  first_last_bits: 8\n")
     rows = [{"stage": "fp", "method": "fp", "bits": "FP32", "metrics": {"mAP50-95": fp}},
@@ -129,6 +132,28 @@ def test_the_gap_to_an_8_bit_control_separates_quantization_from_more_training(t
     text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
     assert text.count("Against the 8-bit control") == 1 and "| 8 | -9.50 (n=2) | s0: -10.00, s1: -9.00 |" in text
     assert "| 8 -> 16 | -0.50 [-6.85, +5.85] (n=2) | s0: +0.00, s1: -1.00 | 1.41 (at 8 epochs, n=2) | converged |" in text
+
+
+def test_fp_models_of_two_lengths_get_the_fp_stages_own_doubling_test(tmp_path):
+    # QAT runs from a 20- and a 40-epoch FP model (FP seed 0), and from a 20-epoch model of FP seed 1: the FP
+    # stage's doubling is paired on FP seeds and judged against the FP seed spread at 20 epochs.
+    length_run(tmp_path / "f20s0", "lsq", 8, 0, 0.60, fp=0.74, fp_epochs=20)
+    length_run(tmp_path / "f20s0b", "lsq", 8, 1, 0.61, fp=0.74, fp_epochs=20)  # same FP model, another QAT seed
+    length_run(tmp_path / "f20fs1", "lsq", 8, 0, 0.62, fp=0.75, fp_epochs=20, fp_seed=1)
+    length_run(tmp_path / "f40s0", "lsq", 8, 0, 0.66, fp=0.80, fp_epochs=40)
+    length_run(tmp_path / "other", "lsq", 8, 0, 0.5, fp=0.5, fp_epochs=10, fp_lr0=0.01)  # another FP recipe
+    rows = [run_row(p) for p in sorted(tmp_path.iterdir())]
+    fp_models = fp_doublings(rows)
+    assert len(fp_models) == 1  # the other FP recipe has one length only: nothing to double
+    ((model, _), fp), = fp_models.items()
+    assert model == "yolov7-tiny" and fp["lengths"] == {20: {0: 0.74, 1: 0.75}, 40: {0: 0.80}}
+    (d,) = fp["doublings"]
+    assert d["seeds"] == [0] and d["gain"] == pytest.approx(0.06) and d["spread_at"] == 20
+    assert d["verdict"] == "not converged"
+    text = write_convergence(sorted(tmp_path.iterdir()), tmp_path / "out")
+    assert "## The FP models" in text and "| 20 | 74.50 (n=2) | s0: 74.00, s1: 75.00 |" in text
+    assert "| 20 -> 40 | +6.00 (n=1, no interval) | s0: +6.00 | 0.71 (at 20 epochs, n=2) | not converged |" in text
+    assert "## The FP models" not in write_convergence([tmp_path / "f20s0", tmp_path / "other"], tmp_path / "o2")
 
 
 def test_cli_one_line_errors(tmp_path, capsys):

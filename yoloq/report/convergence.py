@@ -74,7 +74,20 @@ def run_row(run: Path, metric: str = "mAP50-95") -> dict | None:
     return {"run": str(run), "model": OmegaConf.select(cfg, "model.name", default=None) or "",
             "label": qat_label(qat[0]["method"], cfg), "bits": qat[0]["bits"], "epochs": int(epochs),
             "seed": cfg.get("seed"), metric: qat[0]["metrics"][metric], "fp": fp,
-            "recipe": {**_recipe(cfg), "the FP model's mAP": fp}}  # one config can train two FP models (machines)
+            "recipe": {**_recipe(cfg), "the FP model's mAP": fp},  # one config can train two FP models (machines)
+            "fp_epochs": OmegaConf.select(cfg, "trainer.fp.epochs"), "fp_seed": OmegaConf.select(cfg, "trainer.fp.seed"),
+            "fp_recipe": json.dumps(_fp_recipe(cfg), sort_keys=True, default=str)}
+
+
+FP_RECIPE = ("model", "data", "trainer.batch", "trainer.fp", "trainer.augment")  # what the FP cache is keyed by
+NOT_FP_RECIPE = {"trainer.fp.epochs", "trainer.fp.seed", "trainer.fp.eval_every", "data.workers"}  # length, seed
+
+
+def _fp_recipe(cfg) -> dict:
+    """The dotted config keys that shape the FP model, without its length and seed."""
+    sections = {s: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+                for s in FP_RECIPE if (node := OmegaConf.select(cfg, s)) is not None}
+    return {k: v for k, v in _flat(sections).items() if k not in NOT_FP_RECIPE}
 
 
 def _shown(value) -> str:
@@ -183,6 +196,35 @@ def _control_section(bits: str, gaps: dict) -> str:
     return "\n".join(lines)
 
 
+def fp_doublings(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """{(model, FP recipe): {"lengths": {fp epochs: {fp seed: mAP}}, "doublings": [...]}} for each FP recipe whose
+    runs started from FP models of more than one length: the FP stage's own doubling test (as `doublings`)."""
+    models = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if r["fp"] is not None and r["fp_epochs"]:
+            models[(r["model"], r["fp_recipe"])][int(r["fp_epochs"])][r["fp_seed"]].append(r["fp"])
+    out = {}
+    for key, by_length in models.items():
+        if len(by_length) > 1:
+            by = {e: {s: statistics.fmean(v) for s, v in seeds.items()} for e, seeds in by_length.items()}
+            out[key] = {"lengths": by, "doublings": _paired_doublings(by, by)}
+    return out
+
+
+def _fp_section(fp_models: dict, metric: str) -> str:
+    lines = ["## The FP models", "",
+             "The FP stage's own doubling test: the FP models these runs start from, by `trainer.fp.epochs` (the rest"
+             " of their recipe equal). A seed spread needs the FP stage run with another `trainer.fp.seed`."]
+    for (model, _), fp in sorted(fp_models.items()):
+        lines += ["", f"| {model} FP epochs | {metric} x 100 | per FP seed |", "|---|---|---|"]
+        for e, by_seed in sorted(fp["lengths"].items()):
+            per_seed = ", ".join(f"s{s}: {100 * v:.2f}" for s, v in sorted(by_seed.items(), key=lambda x: str(x[0])))
+            lines.append(f"| {e} | {100 * statistics.fmean(by_seed.values()):.2f} (n={len(by_seed)}) | {per_seed} |")
+        if fp["doublings"]:
+            lines += ["", _doublings_table(fp["doublings"])]
+    return "\n".join(lines)
+
+
 def _lengths_table(rs: list[dict], metric: str) -> str:
     by = defaultdict(list)
     for r in sorted(rs, key=lambda r: (r["epochs"], str(r["seed"]))):
@@ -266,6 +308,9 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
         if gaps:
             section += "\n\n" + _control_section(key[2], gaps)
         sections.append(section)
+    fp_models = fp_doublings(rows)
+    if fp_models:
+        sections.append(_fp_section(fp_models, metric))
     text = "\n\n".join(sections) + (
         f"\n\n{metric} x 100 of the QAT model after its last epoch (0 epochs: the calibrated model, untrained)."
         " A doubling's gain is paired on the seeds that ran both lengths (Student's t; bold where the interval"
