@@ -53,10 +53,16 @@ def _flat(node, prefix: str = "") -> dict:
     return {prefix.rstrip("."): node}
 
 
+def _config_keys(cfg, sections: tuple[str, ...]) -> dict:
+    """{dotted key: value} of the given config sections (dotted paths; a section may be a single value)."""
+    found = {s: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+             for s in sections if (node := OmegaConf.select(cfg, s)) is not None}
+    return _flat(found)
+
+
 def _recipe(cfg) -> dict:
     """The dotted config keys that shape QAT, without the length."""
-    sections = {s: OmegaConf.to_container(cfg[s], resolve=True) for s in RECIPE if cfg.get(s) is not None}
-    return {k: v for k, v in _flat(sections).items()
+    return {k: v for k, v in _config_keys(cfg, RECIPE).items()
             if k not in NOT_RECIPE and not k.startswith(NOT_RECIPE_PREFIXES)}
 
 
@@ -85,9 +91,7 @@ NOT_FP_RECIPE = {"trainer.fp.epochs", "trainer.fp.seed", "trainer.fp.eval_every"
 
 def _fp_recipe(cfg) -> dict:
     """The dotted config keys that shape the FP model, without its length and seed."""
-    sections = {s: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-                for s in FP_RECIPE if (node := OmegaConf.select(cfg, s)) is not None}
-    return {k: v for k, v in _flat(sections).items() if k not in NOT_FP_RECIPE}
+    return {k: v for k, v in _config_keys(cfg, FP_RECIPE).items() if k not in NOT_FP_RECIPE}
 
 
 def _shown(value) -> str:
@@ -183,12 +187,17 @@ def control_gaps(rs: list[dict], rows: list[dict], metric: str = "mAP50-95") -> 
     return {"lengths": gaps, "doublings": _paired_doublings(gaps, low, either_way=True)}
 
 
+def _per_seed(by_seed: dict, fmt: str) -> str:
+    """'s0: +1.00, s1: -0.50' in points (x 100), seeds in order."""
+    return ", ".join(f"s{s}: {100 * v:{fmt}}" for s, v in sorted(by_seed.items(), key=lambda x: str(x[0])))
+
+
 def _control_section(bits: str, gaps: dict) -> str:
     lines = [f"Against the 8-bit control (the same recipe at {CONTROL_BITS}: what more training gains without "
              "low-bit quantization):", "", f"| QAT epochs | {bits} minus {CONTROL_BITS} x 100 | per seed |",
              "|---|---|---|"]
     for e, by_seed in sorted(gaps["lengths"].items()):
-        per_seed = ", ".join(f"s{s}: {100 * g:+.2f}" for s, g in sorted(by_seed.items(), key=lambda x: str(x[0])))
+        per_seed = _per_seed(by_seed, "+.2f")
         lines.append(f"| {e} | {100 * statistics.fmean(by_seed.values()):+.2f} (n={len(by_seed)}) | {per_seed} |")
     if gaps["doublings"]:
         table = _doublings_table(gaps["doublings"]).replace("| gain, paired", "| change in the gap, paired", 1)
@@ -218,7 +227,7 @@ def _fp_section(fp_models: dict, metric: str) -> str:
     for (model, _), fp in sorted(fp_models.items()):
         lines += ["", f"| {model} FP epochs | {metric} x 100 | per FP seed |", "|---|---|---|"]
         for e, by_seed in sorted(fp["lengths"].items()):
-            per_seed = ", ".join(f"s{s}: {100 * v:.2f}" for s, v in sorted(by_seed.items(), key=lambda x: str(x[0])))
+            per_seed = _per_seed(by_seed, ".2f")
             lines.append(f"| {e} | {100 * statistics.fmean(by_seed.values()):.2f} (n={len(by_seed)}) | {per_seed} |")
         if fp["doublings"]:
             lines += ["", _doublings_table(fp["doublings"])]
