@@ -33,6 +33,10 @@ def test_points_average_seeds_and_use_the_final_model(tmp_path):
         assert {r["label"] for r in csv.DictReader(f)} == {"uniform-w3", "eagl-b3", "uniform-w4"}
     with Image.open(tmp_path / "frontier.png") as im:
         assert im.format == "PNG"
+    assert not (tmp_path / "runs").exists()  # the runs are in the report's folder: nothing to copy
+    assert write_frontier(runs, tmp_path / "docs") == table  # a report elsewhere keeps the runs' records
+    assert sorted(p.name for p in (tmp_path / "docs" / "runs").iterdir()) == sorted(r.name for r in runs)
+    assert write_frontier(sorted((tmp_path / "docs" / "runs").iterdir()), tmp_path / "again") == table
 
 
 def test_plans_are_paired_with_uniform_and_random_of_their_budget(tmp_path):

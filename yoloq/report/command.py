@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from yoloq.report.compare import METRICS, collect, write_report
+from yoloq.report.records import keep_records
 
 
 def main(argv=None) -> None:
@@ -26,5 +27,6 @@ def main(argv=None) -> None:
     if not any(args.metric in r for r in rows):
         sys.exit(f"error: no run has {args.metric}: mask metrics come from -seg models; use --metric mAP50-95")
     print(write_report(rows, out, args.metric))
+    keep_records(sorted({Path(r["run"]) for r in rows}), out)
     print(f"wrote {out / 'compare.md'} and compare.csv (per model in its own folder where the runs are of several), "
           "with the charts")

@@ -38,6 +38,7 @@ from yoloq.atomic import write_text_atomic
 from yoloq.errors import UserError
 from yoloq.report.compare import METRICS, qat_label
 from yoloq.report.curves import qat_points
+from yoloq.report.records import keep_records
 from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import save
 
@@ -337,6 +338,7 @@ def write_convergence(run_dirs: list[Path], out: Path, metric: str = "mAP50-95")
                                                  str(r["seed"]))))
     write_text_atomic(out / "convergence.csv", buffer.getvalue())
     save(convergence_figure(grouped, metric), out / "convergence.png")
+    keep_records([Path(r["run"]) for r in rows], out)
     return text
 
 

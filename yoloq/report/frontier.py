@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from yoloq.atomic import write_text_atomic
+from yoloq.report.records import keep_records
 from yoloq.report.stats import interval_cell, mean_interval
 from yoloq.track.plots import save
 
@@ -136,6 +137,7 @@ def write_frontier(run_dirs: list[Path], out: Path) -> str:
     writer.writerows(rows)
     write_text_atomic(out / "frontier.csv", buffer.getvalue())
     save(frontier_plot(pts, rows), out / "frontier.png")
+    keep_records([Path(d) for d in run_dirs], out)
     return table
 
 
