@@ -12,6 +12,7 @@ from torch import nn
 from yoloq.methods.oscillation import OscillationTracker
 from yoloq.quant import QuantConv2d
 from yoloq.track import plots
+from yoloq.track.diagnostics import threshold_note
 from yoloq.track.grid import grid_summary
 from yoloq.track.oscillation_history import OscillationHistory
 from yoloq.track.scale_history import ScaleHistory
@@ -44,6 +45,9 @@ def test_grid_offsets_of_placed_weights():
     counts = np.histogram(FRACS, bins=8, range=(0, 1))[0]
     assert summary["density"] == pytest.approx((counts / len(FRACS) * 8).tolist())
     assert grid_summary(nn.Sequential(placed_conv()), max_bits=2)["per_layer_near_pct"] == {}  # 3 > max_bits
+    assert threshold_note(summary, 4) == "37.5% of the latent weights lie within 0.05 of a rounding threshold"
+    none = threshold_note(grid_summary(nn.Sequential(placed_conv()), max_bits=2), 2)
+    assert none.startswith("no layer at 2 bits or fewer") and "nan" not in none
 
 
 def test_grid_plot_draws_the_summary(tmp_path):

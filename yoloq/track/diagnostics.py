@@ -4,6 +4,7 @@ their data in diagnostics.json, and the images in the run log (W&B when enabled)
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from yoloq.track import plots
@@ -27,6 +28,13 @@ def write_qat_diagnostics(run_dir: Path, model, ema_model, osc_history, scale_hi
     for name, fig in figures.items():
         path = plots.save(fig, Path(run_dir) / f"{name}.png")
         run_log.image(f"diagnostics/{name}", path)
-    log.info("QAT diagnostics: %s; %.1f%% of the latent weights lie within %g of a rounding threshold",
-             ", ".join(f"{n}.png" for n in figures), grids["trained"]["near_pct"], grids["trained"]["near"])
+    log.info("QAT diagnostics: %s; %s", ", ".join(f"{n}.png" for n in figures), threshold_note(grids["trained"], max_bits))
     return data
+
+
+def threshold_note(summary: dict, max_bits: int) -> str:
+    """The log's words for the share of weights next to a rounding threshold; a model with no layer at `max_bits`
+    or fewer (an 8-bit control) has none to place on the grid, which is not a share of nan%."""
+    if math.isnan(summary["near_pct"]):
+        return f"no layer at {max_bits} bits or fewer, so no weights next to a rounding threshold to count"
+    return f"{summary['near_pct']:.1f}% of the latent weights lie within {summary['near']:g} of a rounding threshold"
