@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from yoloq.atomic import write_json_atomic, write_text_atomic
+from yoloq.errors import UserError
 
 RECORD_FILES = ("config.yaml", "results.json")  # copied whole
 ORIGIN = "record.json"  # where a record came from: a run copied twice refreshes one record instead of adding two
@@ -54,7 +55,7 @@ def _place(run: Path, runs: Path) -> Path:
         record = runs / name
         if not record.exists() or _origin(record) == origin:
             return record
-    raise RuntimeError(f"no free record name for {run} in {runs}")
+    raise UserError(f"no free record name for {run} in {runs}: rename the run folder, or delete old records there")
 
 
 def keep_records(run_dirs: list[Path], out: Path) -> list[Path]:
