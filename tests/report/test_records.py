@@ -1,7 +1,10 @@
 import json
 import shutil
 
+import pytest
+
 from yoloq.report.command import main as compare_main
+from yoloq.report.convergence import main as convergence_main
 from yoloq.report.convergence import write_convergence
 from yoloq.report.records import epoch_lines, keep_records
 
@@ -65,6 +68,19 @@ def test_the_compare_command_keeps_records_but_a_multiruns_own_report_does_not_c
     compare_main([str(p) for p in sorted(sweep.iterdir())] + ["--out", str(tmp_path / "docs")])
     assert sorted(p.name for p in (tmp_path / "docs" / "runs").iterdir()) == ["0-lsq-s0", "1-lsq-s1"]
     assert keep_records([tmp_path / "not_a_run"], tmp_path / "docs") == []
+
+
+def test_no_free_record_name_is_a_one_line_error_in_both_commands(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    length_run(sweep / "0-lsq-s0", "lsq", 8, 0, 0.60)
+    taken = tmp_path / "docs" / "runs"  # every name a record of this run could take holds another run's record
+    for name in ["0-lsq-s0", "sweep-0-lsq-s0"] + [f"sweep-0-lsq-s0-{i}" for i in range(2, 1000)]:
+        (taken / name).mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_:
+        compare_main([str(sweep / "0-lsq-s0"), "--out", str(tmp_path / "docs")])
+    assert str(exit_.value.code).startswith("error: no free record name for") and "rename the run folder" in str(exit_.value.code)
+    assert convergence_main([str(sweep / "0-lsq-s0"), "--out", str(tmp_path / "docs")]) == 2
+    assert capsys.readouterr().err.startswith("error: no free record name for")
 
 
 def test_epoch_lines_keep_every_per_epoch_kind():

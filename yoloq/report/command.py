@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from yoloq.errors import UserError
 from yoloq.report.compare import METRICS, collect, write_report
 from yoloq.report.records import keep_records
 
@@ -27,6 +28,9 @@ def main(argv=None) -> None:
     if not any(args.metric in r for r in rows):
         sys.exit(f"error: no run has {args.metric}: mask metrics come from -seg models; use --metric mAP50-95")
     print(write_report(rows, out, args.metric))
-    keep_records(sorted({Path(r["run"]) for r in rows}), out)
+    try:
+        keep_records(sorted({Path(r["run"]) for r in rows}), out)
+    except UserError as e:
+        sys.exit(f"error: {e}")
     print(f"wrote {out / 'compare.md'} and compare.csv (per model in its own folder where the runs are of several), "
           "with the charts")
