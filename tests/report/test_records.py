@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,7 @@ from yoloq.report.convergence import main as convergence_main
 from yoloq.report.convergence import write_convergence
 from yoloq.report.records import epoch_lines, keep_records
 
-from tests.report.test_convergence import length_run
+from tests.report.test_convergence import ROOT, length_run
 
 
 def _with_step_lines(run):
@@ -86,3 +87,16 @@ def test_no_free_record_name_is_a_one_line_error_in_both_commands(tmp_path, caps
 def test_epoch_lines_keep_every_per_epoch_kind():
     text = "".join(json.dumps({"kind": k, "step": 1}) + "\n" for k in ["fp", "fp-epoch", "qat", "qat-epoch", "qc-epoch"])
     assert [json.loads(line)["kind"] for line in epoch_lines(text).splitlines()] == ["fp-epoch", "qat-epoch", "qc-epoch"]
+
+
+def test_committed_reports_rebuild_byte_identical_from_their_committed_records(tmp_path, monkeypatch):
+    """The records are the report's inputs in the repository: a clean clone must hold them (not git-ignored) and
+    rebuild the same tables from them."""
+    monkeypatch.chdir(ROOT)
+    reports = sorted(p.parent for p in Path("docs/compare").glob("*/runs") if (p.parent / "convergence.md").is_file())
+    assert Path("docs/compare/convergence_v5n_fp40") in reports
+    for report in reports:
+        out = tmp_path / report.name
+        write_convergence(sorted(report.glob("runs/*")), out)
+        for table in ["convergence.md", "convergence.csv"]:
+            assert (out / table).read_text() == (report / table).read_text(), f"{report / table} differs when rebuilt"
