@@ -79,7 +79,8 @@ def test_no_free_record_name_is_a_one_line_error_in_both_commands(tmp_path, caps
         (taken / name).mkdir(parents=True)
     with pytest.raises(SystemExit) as exit_:
         compare_main([str(sweep / "0-lsq-s0"), "--out", str(tmp_path / "docs")])
-    assert str(exit_.value.code).startswith("error: no free record name for") and "rename the run folder" in str(exit_.value.code)
+    message = str(exit_.value.code)
+    assert message.startswith("error: no free record name for") and "rename the run folder" in message
     assert convergence_main([str(sweep / "0-lsq-s0"), "--out", str(tmp_path / "docs")]) == 2
     assert capsys.readouterr().err.startswith("error: no free record name for")
 
