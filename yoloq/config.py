@@ -149,6 +149,10 @@ def validate(cfg) -> None:
     k = cfg.eval.get("soft_round")
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 0.5):
         raise UserError(f"eval.soft_round={k} must be a number in (0, 0.5), e.g. 0.45 (or null to skip)")
+    n = cfg.eval.get("bn_refresh", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"eval.bn_refresh={n} must be a whole number of training batches >= 0, e.g. 125 (0: keep the "
+                        "saved BatchNorm statistics)")
     if not isinstance(cfg.data.imgsz, int) or cfg.data.imgsz < 32 or cfg.data.imgsz % 32:
         raise UserError(f"data.imgsz={cfg.data.imgsz} must be a multiple of 32 (the model's stride), e.g. 256")
     if cfg.data.name == "coco" and not cfg.data.root:

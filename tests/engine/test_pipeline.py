@@ -103,6 +103,11 @@ def test_checkpoint_eval_reproduces_the_run(tiny_cfg, tmp_path):
         assert finite(metrics["pycocotools"]) == finite(stage.metrics)
         assert set(metrics["ultralytics"]) == {"mAP50-95", "mAP50"}
         assert (tmp_path / f"eval-{stage.stage}" / "eval.json").is_file()
+    qat = next(stage for stage in results if stage.stage == "qat")
+    refreshed = evaluate_checkpoint(tiny_cfg(f"+checkpoint={qat.checkpoint}", "eval.bn_refresh=2"),
+                                    tmp_path / "eval-bn")  # re-estimated BN statistics: another model, same API
+    assert 0 <= refreshed["pycocotools"]["mAP50-95"] <= 1
+    assert json.loads((tmp_path / "eval-bn" / "eval.json").read_text())["bn_refresh"] == 2
 
 
 def test_pretrained_weights_skip_fp_training(tiny_cfg, tmp_path):

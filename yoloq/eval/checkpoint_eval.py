@@ -77,7 +77,11 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
     if cfg.get("onnx"):
         model = OnnxModel(path, device)
     else:
-        model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp)
+        model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)
+        if cfg.eval.get("bn_refresh"):  # before deploy_form, which folds BN
+            from yoloq.eval.bn_refresh import refresh_bn_statistics
+
+            refresh_bn_statistics(model, data.train_loader(int(cfg.seed)), int(cfg.eval.bn_refresh), device)
         if cfg.eval.get("deploy"):
             from yoloq.export.onnx_export import deploy_form
 
@@ -89,6 +93,7 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
 
         metrics["ultralytics"] = ultralytics_metrics(model, data.evaluator.loader, device, Path(run_dir) / "val",
                                                      cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
-    write_json_atomic(Path(run_dir) / "eval.json", {"checkpoint": str(path), **metrics})
+    refreshed = int(cfg.eval.get("bn_refresh") or 0)
+    write_json_atomic(Path(run_dir) / "eval.json", {"checkpoint": str(path), "bn_refresh": refreshed, **metrics})
     print(json.dumps(metrics, indent=2))
     return metrics
