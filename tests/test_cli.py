@@ -107,6 +107,8 @@ def test_export_and_onnx_eval_of_bad_files(tmp_path):
     (tmp_path / "damaged.onnx").write_bytes(b"\x08\x07 not an onnx model at all")
     assert_one_line_error(run_script("eval.py", f"+onnx={tmp_path / 'damaged.onnx'}", tmp_path=tmp_path),
                           "damaged.onnx", "damaged or not an ONNX file")
+    assert_one_line_error(run_script("eval.py", f"+onnx={tmp_path / 'damaged.onnx'}", "eval.bn_refresh=5",
+                                     tmp_path=tmp_path), "eval.bn_refresh", "+checkpoint=")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert_one_line_error(run_script("export.py", f"+checkpoint={tmp_path / 'bad.pt'}", tmp_path=tmp_path),
                           "bad.pt", "not a yoloq checkpoint")

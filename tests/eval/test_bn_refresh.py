@@ -14,6 +14,9 @@ class TwoBatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def __len__(self) -> int:
+        return self.n
+
     def __iter__(self):
         g = torch.Generator().manual_seed(self.epoch)
         for _ in range(self.n):

@@ -10,42 +10,31 @@ mode, without gradients, so weights, scales and QC parameters stay as saved.
 from __future__ import annotations
 
 import logging
+from itertools import count, islice
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 log = logging.getLogger("yoloq")
 
 
-@torch.no_grad()
+def _images(loader, device: torch.device):
+    """The loader's images as the model takes them, epoch after epoch (an EpochLoader restarts with set_epoch)."""
+    for epoch in count():
+        loader.set_epoch(epoch)
+        for batch in loader:
+            yield batch["img"].to(device, non_blocking=True).float() / 255
+
+
 def refresh_bn_statistics(model: nn.Module, loader, batches: int, device: torch.device) -> int:
     """Replace every BN layer's running mean and variance with their average over `batches` batches of `loader`
-    (an EpochLoader: it starts a new epoch when one runs out); returns the number of batches seen."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns or batches <= 0:
+    (torch's update_bn: a cumulative average in train mode, momenta and mode restored); returns the batches seen."""
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+    if not n_bn or batches <= 0:
         return 0
-    momenta = [m.momentum for m in bns]
-    was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: every batch counts the same
-    model.train()
-    seen, epoch = 0, 0
-    try:
-        while seen < batches:
-            loader.set_epoch(epoch)
-            before = seen
-            for batch in loader:
-                model(batch["img"].to(device, non_blocking=True).float() / 255)
-                seen += 1
-                if seen == batches:
-                    break
-            if seen == before:
-                raise ValueError("the training loader yielded no batch: no data to re-estimate BatchNorm from")
-            epoch += 1
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        model.train(was_training)
-    log.info("BatchNorm statistics re-estimated from %d training batches (%d layers)", seen, len(bns))
-    return seen
+    if len(loader) == 0:  # checked first: update_bn leaves its momenta changed when its loader fails
+        raise ValueError("the training loader yields no batch: no data to re-estimate BatchNorm from")
+    update_bn(islice(_images(loader, device), batches), model)
+    log.info("BatchNorm statistics re-estimated from %d training batches (%d layers)", batches, n_bn)
+    return batches

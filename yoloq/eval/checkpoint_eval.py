@@ -61,6 +61,10 @@ def with_saved_settings(cfg, saved):
 
 def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
     """`+checkpoint=` a yoloq checkpoint, or `+onnx=` a model exported by scripts/export.py (run by onnxruntime)."""
+    refresh = int(cfg.eval.get("bn_refresh") or 0)
+    if refresh and cfg.get("onnx"):
+        raise UserError("eval.bn_refresh re-estimates BatchNorm in a PyTorch checkpoint; an exported model has it "
+                        "folded: give +checkpoint=<run>/qat.pt instead of +onnx=")
     if cfg.get("onnx"):
         from yoloq.export.onnx_model import OnnxModel, read_metadata
 
@@ -78,10 +82,10 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
         model = OnnxModel(path, device)
     else:
         model = model_from_checkpoint(ckpt, saved, data.info.names, data.hyp).to(device)
-        if cfg.eval.get("bn_refresh"):  # before deploy_form, which folds BN
+        if refresh:  # before deploy_form, which folds BN
             from yoloq.eval.bn_refresh import refresh_bn_statistics
 
-            refresh_bn_statistics(model, data.train_loader(int(cfg.seed)), int(cfg.eval.bn_refresh), device)
+            refresh_bn_statistics(model, data.train_loader(int(cfg.seed)), refresh, device)
         if cfg.eval.get("deploy"):
             from yoloq.export.onnx_export import deploy_form
 
@@ -93,7 +97,6 @@ def evaluate_checkpoint(cfg, run_dir: str | Path) -> dict:
 
         metrics["ultralytics"] = ultralytics_metrics(model, data.evaluator.loader, device, Path(run_dir) / "val",
                                                      cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det)
-    refreshed = int(cfg.eval.get("bn_refresh") or 0)
-    write_json_atomic(Path(run_dir) / "eval.json", {"checkpoint": str(path), "bn_refresh": refreshed, **metrics})
+    write_json_atomic(Path(run_dir) / "eval.json", {"checkpoint": str(path), "bn_refresh": refresh, **metrics})
     print(json.dumps(metrics, indent=2))
     return metrics
