@@ -59,6 +59,7 @@ def train_in_process(*args, tmp_path, monkeypatch, capsys):
     (["method=adaround"], ["unknown method 'adaround'", "ema_qc", "dampen"]),
     (["eval.soft_round=0.7"], ["eval.soft_round=0.7", "(0, 0.5)"]),
     (["eval.bn_refresh=-1"], ["eval.bn_refresh=-1", ">= 0", "0: keep"]),
+    (["trainer.qat.bn_refresh=1.5"], ["trainer.qat.bn_refresh=1.5", "whole number", "0: keep"]),
     (["trainer.qc.fraction=0"], ["trainer.qc.fraction=0", "(0, 1]"]),
     (["trainer.qat.batch=0"], ["trainer.qat.batch=0", "positive integer", "null"]),
     (["trainer.qat.distill=-1"], ["trainer.qat.distill=-1", ">= 0", "0 is off"]),

@@ -128,6 +128,10 @@ def validate(cfg) -> None:
     kd = t.qat.get("distill", 0.0)
     if isinstance(kd, bool) or not isinstance(kd, (int, float)) or not 0 <= kd < float("inf"):
         raise UserError(f"trainer.qat.distill={kd} must be a number >= 0 (the distillation weight; 0 is off), e.g. 1.0")
+    n = t.qat.get("bn_refresh", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"trainer.qat.bn_refresh={n} must be a whole number of training batches >= 0, e.g. 125 (0: "
+                        "keep the BatchNorm statistics training left)")
     threads = t.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"trainer.threads={threads} must be a positive integer, or null for the CPUs this process may use")

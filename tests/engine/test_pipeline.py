@@ -96,14 +96,18 @@ def test_quantized_layers_and_bits(tiny_cfg):
 def test_checkpoint_eval_reproduces_the_run(tiny_cfg, tmp_path):
     from yoloq.eval.checkpoint_eval import evaluate_checkpoint
 
-    results = train(tiny_cfg("bits=4"))
-    for stage in results:  # the FP cache file and the QAT checkpoint both rebuild their model
+    results = train(tiny_cfg("bits=4", "trainer.qat.bn_refresh=2"))  # (ema_qc: the EMA copy is re-estimated)
+    qat = next(stage for stage in results if stage.stage == "qat")
+    saved = torch.load(qat.checkpoint, weights_only=True)
+    # the stage scores the re-estimated model and records what the statistics training left scored
+    assert qat.extra["bn_refresh"] == 2 and qat.extra["mAP50-95_saved_bn"] == saved["history"][-1]["mAP50-95"]
+    assert finite(saved["metrics"]) == finite(qat.metrics)
+    for stage in results:  # the FP cache file and the QAT checkpoint (re-estimated statistics) rebuild their model
         cfg = tiny_cfg(f"+checkpoint={stage.checkpoint}", "eval.ultralytics_check=true")
         metrics = evaluate_checkpoint(cfg, tmp_path / f"eval-{stage.stage}")
         assert finite(metrics["pycocotools"]) == finite(stage.metrics)
         assert set(metrics["ultralytics"]) == {"mAP50-95", "mAP50"}
         assert (tmp_path / f"eval-{stage.stage}" / "eval.json").is_file()
-    qat = next(stage for stage in results if stage.stage == "qat")
     refreshed = evaluate_checkpoint(tiny_cfg(f"+checkpoint={qat.checkpoint}", "eval.bn_refresh=2"),
                                     tmp_path / "eval-bn")  # re-estimated BN statistics: another model, same API
     assert 0 <= refreshed["pycocotools"]["mAP50-95"] <= 1

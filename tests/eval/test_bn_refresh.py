@@ -54,3 +54,19 @@ def test_zero_batches_keep_the_saved_statistics():
     model[1].running_mean.fill_(2.0)
     assert refresh_bn_statistics(model, TwoBatchLoader(), 0, torch.device("cpu")) == 0
     assert torch.all(model[1].running_mean == 2.0)
+
+
+def test_the_qat_stage_scores_the_re_estimated_model_and_keeps_the_saved_score():
+    from types import SimpleNamespace
+
+    from yoloq.engine.stages.qat import refresh_bn_after_training
+
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5)).eval()
+    model[1].running_mean.fill_(7.0)  # stale: far from anything the loader's images give
+    scored = []
+    trainer = SimpleNamespace(eval_model=model,
+                              evaluate=lambda m: scored.append(m[1].running_mean.clone()) or {"mAP50-95": 0.5})
+    metrics, record = refresh_bn_after_training(trainer, TwoBatchLoader(), 3, {"mAP50-95": 0.25})
+    assert metrics == {"mAP50-95": 0.5} and record == {"bn_refresh": 3, "mAP50-95_saved_bn": 0.25}
+    assert len(scored) == 1 and torch.equal(scored[0], model[1].running_mean)  # scored after the re-estimate
+    assert model[1].running_mean.abs().max() < 1 and not model.training

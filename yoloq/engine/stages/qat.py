@@ -13,6 +13,7 @@ from yoloq.engine.report import StageResult
 from yoloq.engine.rng import seed_everything
 from yoloq.engine.run import Run
 from yoloq.engine.trainer import Recipe
+from yoloq.eval.bn_refresh import refresh_bn_statistics
 from yoloq.factory import quantized_copy
 from yoloq.methods import build_callbacks
 from yoloq.methods.distill import FeatureDistillation
@@ -39,6 +40,22 @@ def qat_callbacks(cfg, run_log: RunLog, teacher=None) -> list:
         callbacks.append(FeatureDistillation(teacher, weight))  # after EMA, which copies the model before its hooks
     return callbacks + [OscillationHistory(tracking, cfg.logger.log_every), ScaleHistory(cfg.logger.scale_window),
                         LogMetrics(run_log, "qat")]
+
+
+def refresh_bn_after_training(trainer, loader, batches: int, metrics: dict) -> tuple[dict, dict]:
+    """trainer.qat.bn_refresh: the saved BN statistics are a moving average over weights that kept changing (and,
+    at 3 bits, flipping between grid points), so they are re-estimated for the trained model as it is, from
+    `batches` batches of the stage's own loader as it ended (without mosaic when close_mosaic closed it), and the
+    model is scored again. Rank 0 re-estimates and broadcasts. Returns the new metrics and results.json's record
+    of the change."""
+    model = trainer.eval_model
+    device = next(model.parameters()).device
+    distributed.from_main(lambda: refresh_bn_statistics(model, loader, batches, device))
+    distributed.broadcast_state(model, buffers_only=True)
+    refreshed = distributed.from_main(lambda: trainer.evaluate(model))
+    log.info("QAT: BatchNorm statistics re-estimated from %d batches: mAP50-95 %.4f -> %.4f", batches,
+             metrics["mAP50-95"], refreshed["mAP50-95"])
+    return refreshed, {"bn_refresh": batches, "mAP50-95_saved_bn": metrics["mAP50-95"]}
 
 
 def qat_stage(run: Run, model, calib_batches):
@@ -68,9 +85,13 @@ def qat_stage(run: Run, model, calib_batches):
     loader = run.data.train_loader(cfg.seed, batch=qat_batch(cfg))
     trainer = run.trainer("qat", model, loader, recipe, qat_callbacks(cfg, run.log, teacher=fp_model))
     metrics = trainer.fit()
+    refresh = int(cfg.trainer.qat.get("bn_refresh") or 0)
+    bn_record = {}
+    if refresh:
+        metrics, bn_record = refresh_bn_after_training(trainer, loader, refresh, metrics)
     oscillations = trainer.callback(TrackOscillations).stats()
     extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost,
-             "batch": qat_batch(cfg), "steps": trainer.step}  # the run's length in optimizer steps, not only epochs
+             "batch": qat_batch(cfg), "steps": trainer.step, **bn_record}  # the run's length in optimizer steps, not only epochs
     wall_time = trainer.wall_time + calib_time
 
     def write_outputs() -> None:
