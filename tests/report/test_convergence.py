@@ -92,6 +92,19 @@ def test_runs_of_different_recipes_form_groups_of_their_own(tmp_path):
     assert doublings(grouped[("yolov7-tiny", "lsq", "W4A4", "")])[0]["per_seed"] == pytest.approx([0.09])
 
 
+def test_re_estimated_bn_is_another_recipe_and_records_from_before_the_setting_are_without_it(tmp_path):
+    length_run(tmp_path / "old8", "lsq", 8, 0, 0.6)  # written before trainer.qat.bn_refresh existed
+    length_run(tmp_path / "new16", "lsq", 16, 0, 0.7)
+    length_run(tmp_path / "bn16", "lsq", 16, 0, 0.72)
+    for name, n in (("new16", 0), ("bn16", 125)):
+        cfg = tmp_path / name / "config.yaml"
+        cfg.write_text(cfg.read_text().replace("  qat:\n", f"  qat:\n    bn_refresh: {n}\n"))
+    grouped = groups([run_row(tmp_path / r) for r in ("old8", "new16", "bn16")])
+    names = {key[3]: sorted(Path(r["run"]).name for r in rs) for key, rs in grouped.items()}
+    assert names == {"trainer.qat.bn_refresh=0": ["new16", "old8"],
+                     "trainer.qat.bn_refresh=125": ["bn16"]}
+
+
 def test_a_run_of_zero_epochs_is_the_calibrated_start_not_a_length(tmp_path):
     # trainer.qat.epochs=0 evaluates the calibrated model untrained: every curve's start, with no length to double
     length_run(tmp_path / "e0", "lsq", 0, 0, 0.54)

@@ -46,6 +46,9 @@ RECIPE = ("trainer", "data", "quant", "method")  # the config sections that must
 NOT_RECIPE = {"trainer.qat.epochs", "trainer.qat.eval_every", "trainer.workers", "trainer.threads",
               "trainer.adapt_threads", "method.name", "data.workers"}  # length, bookkeeping, and the QC stage
 NOT_RECIPE_PREFIXES = ("trainer.qc.", "method.qc.")  # after QAT: a _qc run's QAT stage is its base method's
+# Settings added after records were written, with the value those records ran at: a record without the key and a
+# new run at that value are one recipe (a new run at another value is another recipe, e.g. re-estimated BN).
+ADDED_LATER = {"trainer.qat.bn_refresh": 0}
 
 
 def _flat(node, prefix: str = "") -> dict:
@@ -63,8 +66,8 @@ def _config_keys(cfg, sections: tuple[str, ...]) -> dict:
 
 def _recipe(cfg) -> dict:
     """The dotted config keys that shape QAT, without the length."""
-    return {k: v for k, v in _config_keys(cfg, RECIPE).items()
-            if k not in NOT_RECIPE and not k.startswith(NOT_RECIPE_PREFIXES)}
+    keys = {**ADDED_LATER, **_config_keys(cfg, RECIPE)}
+    return {k: v for k, v in keys.items() if k not in NOT_RECIPE and not k.startswith(NOT_RECIPE_PREFIXES)}
 
 
 def run_row(run: Path, metric: str = "mAP50-95") -> dict | None:
