@@ -15,7 +15,7 @@ from yoloq.engine import distributed
 @pytest.mark.slow  # 38 s: tests/engine/test_ddp_step.py checks the two-rank step in the default run
 def test_two_process_gloo_run_keeps_every_rank_identical(tmp_path):
     out = run(train_command(tmp_path / "cache", tmp_path / "run", "method=ema_qc", "trainer.qat.epochs=2",
-                            torchrun=2), tmp_path, timeout=400)
+                            "trainer.qat.bn_refresh=2", torchrun=2), tmp_path, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run_dir = tmp_path / "run"
     log = (run_dir / "train.log").read_text()
@@ -28,6 +28,7 @@ def test_two_process_gloo_run_keeps_every_rank_identical(tmp_path):
             assert len(per_rank) == 2 and per_rank[0] == per_rank[1], (stage, part)
     rows = json.loads((run_dir / "results.json").read_text())
     assert [r["stage"] for r in rows] == ["fp", "qat", "qc", "folded"]
+    assert rows[1]["extra"]["bn_refresh"] == 2  # rank 0 re-estimated the EMA copy's BN, every rank got it
     assert not list(run_dir.glob("*-last.pt"))  # finished stages leave only their final checkpoints
     assert not (run_dir / ".hydra" / "overrides.yaml").read_text().count("job_logging")  # rank 0's own files
 
