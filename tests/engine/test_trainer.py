@@ -252,6 +252,9 @@ def test_a_trainer_resumed_from_its_epoch_state_ends_where_an_uninterrupted_one_
     ema_full, ema_resumed = full.eval_model.state_dict(), resumed.eval_model.state_dict()
     assert all(torch.equal(ema_full[k], ema_resumed[k]) for k in ema_full)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3] and resumed.step == full.step
+    done = _quantized_trainer(recipe, state=states[2])  # every epoch ran: the loader still ends as training left it
+    done.fit()  # (trainer.qat.bn_refresh reads it next)
+    assert done.loader.dataset.mosaic is False and done.step == full.step
 
     # a resume may lower the learning rate (e.g. after a NaN): the recipe's values replace the saved ones
     lower = _quantized_trainer(Recipe(epochs=3, lr0=0.001, quant_lr=5e-5), state=states[0])

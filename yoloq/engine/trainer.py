@@ -365,6 +365,14 @@ class Trainer:
             raise RuntimeError(f"{self.name}: DDP replicas diverged ({', '.join(diverged)} fingerprints "
                                f"{self.replica_fingerprints})")
 
+    def _close_mosaic_if_due(self, epoch: int) -> None:
+        r = self.recipe
+        if r.close_mosaic and epoch >= r.epochs - r.close_mosaic and self.hyp is not None and not self.mosaic_closed:
+            # a copy: close_mosaic writes into the namespace, which the model's loss gains also read
+            self.loader.dataset.close_mosaic(copy.copy(self.hyp))
+            self.loader.reset()  # a persistent loader's workers hold the old transforms
+            self.mosaic_closed = True
+
     def fit(self) -> dict:
         r = self.recipe
         nb = len(self.loader)
@@ -379,11 +387,7 @@ class Trainer:
         metrics: dict = self.last_metrics
         for epoch in range(self.epoch, r.epochs):
             self.epoch = epoch
-            if r.close_mosaic and epoch >= r.epochs - r.close_mosaic and self.hyp is not None and not self.mosaic_closed:
-                # a copy: close_mosaic writes into the namespace, which the model's loss gains also read
-                self.loader.dataset.close_mosaic(copy.copy(self.hyp))
-                self.loader.reset()  # a persistent loader's workers hold the old transforms
-                self.mosaic_closed = True
+            self._close_mosaic_if_due(epoch)
             if hasattr(self.loader, "set_epoch"):
                 self.loader.set_epoch(epoch, self.batch)
             per_step = r.lr_per_step or r.quant_lr_decay
@@ -418,6 +422,8 @@ class Trainer:
             if distributed.any_rank(self.stop.requested)[0]:  # e.g. a signal during the evaluation
                 self._stop_now(save=False)
         self.epoch = r.epochs
+        if r.epochs > 0:  # the loader as its last epoch left it, also when a resume had no epoch left to run
+            self._close_mosaic_if_due(r.epochs - 1)
         if self.ddp is not None:  # one process has nothing to compare (hashing a large model costs seconds)
             self._check_replicas()
         if self.threads is not None and self.threads.changes:
