@@ -90,8 +90,8 @@ def qat_stage(run: Run, model, calib_batches):
     if refresh:
         metrics, bn_record = refresh_bn_after_training(trainer, loader, refresh, metrics)
     oscillations = trainer.callback(TrackOscillations).stats()
-    extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost,
-             "batch": qat_batch(cfg), "steps": trainer.step, **bn_record}  # the run's length in optimizer steps, not only epochs
+    extra = {**{k: oscillations[k] for k in ("oscillating_pct", "frozen_pct")}, **cost,  # steps: the run's length in
+             "batch": qat_batch(cfg), "steps": trainer.step, **bn_record}  # optimizer steps, not only epochs
     wall_time = trainer.wall_time + calib_time
 
     def write_outputs() -> None:
