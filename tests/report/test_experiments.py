@@ -82,11 +82,12 @@ def test_each_asymmetric_experiment_differs_from_its_signed_one_only_in_its_acti
 
 
 def test_converged_long_is_the_converged_recipe_at_160_fp_and_32_qat_epochs():
-    """Same trainer settings, so it shares the FP cache entry of `trainer=converged trainer.fp.epochs=160`
-    (the cache key is built from cfg.trainer) and its runs group with the doubling test's (report/convergence.py)."""
+    """Same FP settings, so it shares the FP cache entry of `trainer=converged trainer.fp.epochs=160` (the cache
+    key is built from cfg.trainer.fp); QAT re-estimates BN at its end, which report/convergence.py keeps apart."""
     long = compose_sweep_job(["trainer=converged_long"])
     validate(long)
-    by_hand = compose_sweep_job(["trainer=converged", "trainer.fp.epochs=160", "trainer.qat.epochs=32"])
-    assert long.trainer.fp.epochs == 160 and long.trainer.qat.epochs == 32
+    by_hand = compose_sweep_job(["trainer=converged", "trainer.fp.epochs=160", "trainer.qat.epochs=32",
+                                 "trainer.qat.bn_refresh=125"])
+    assert long.trainer.fp.epochs == 160 and long.trainer.qat.epochs == 32 and long.trainer.qat.bn_refresh == 125
     assert OmegaConf.to_container(long.trainer) == OmegaConf.to_container(by_hand.trainer)
     assert long.trainer != compose_sweep_job(["trainer=converged"]).trainer
