@@ -105,6 +105,12 @@ def validate_export(e) -> None:
                         "(export.int4=true writes opset 21 itself)")
 
 
+def _bn_refresh(key: str, n, zero_means: str) -> None:
+    """A BatchNorm re-estimate's length (trainer.qat.bn_refresh, eval.bn_refresh): whole training batches >= 0."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"{key}={n} must be a whole number of training batches >= 0, e.g. 125 (0: {zero_means})")
+
+
 def validate(cfg) -> None:
     """Raise UserError for the first mistake found in a composed config."""
     for key in ("bits", "w_bits", "a_bits"):
@@ -128,10 +134,7 @@ def validate(cfg) -> None:
     kd = t.qat.get("distill", 0.0)
     if isinstance(kd, bool) or not isinstance(kd, (int, float)) or not 0 <= kd < float("inf"):
         raise UserError(f"trainer.qat.distill={kd} must be a number >= 0 (the distillation weight; 0 is off), e.g. 1.0")
-    n = t.qat.get("bn_refresh", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise UserError(f"trainer.qat.bn_refresh={n} must be a whole number of training batches >= 0, e.g. 125 (0: "
-                        "keep the BatchNorm statistics training left)")
+    _bn_refresh("trainer.qat.bn_refresh", t.qat.get("bn_refresh", 0), "keep the BatchNorm statistics training left")
     threads = t.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UserError(f"trainer.threads={threads} must be a positive integer, or null for the CPUs this process may use")
@@ -153,10 +156,7 @@ def validate(cfg) -> None:
     k = cfg.eval.get("soft_round")
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 0.5):
         raise UserError(f"eval.soft_round={k} must be a number in (0, 0.5), e.g. 0.45 (or null to skip)")
-    n = cfg.eval.get("bn_refresh", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise UserError(f"eval.bn_refresh={n} must be a whole number of training batches >= 0, e.g. 125 (0: keep the "
-                        "saved BatchNorm statistics)")
+    _bn_refresh("eval.bn_refresh", cfg.eval.get("bn_refresh", 0), "keep the saved BatchNorm statistics")
     if not isinstance(cfg.data.imgsz, int) or cfg.data.imgsz < 32 or cfg.data.imgsz % 32:
         raise UserError(f"data.imgsz={cfg.data.imgsz} must be a multiple of 32 (the model's stride), e.g. 256")
     if cfg.data.name == "coco" and not cfg.data.root:
